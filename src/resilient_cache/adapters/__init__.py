@@ -1,0 +1,1 @@
+"""Adapters: implementations of CacheProtocol on a backend."""

@@ -1,0 +1,623 @@
+"""RedisAdapter: :class:`CacheProtocol` on redis-py's asyncio client and hiredis.
+
+The only module that imports ``redis``. What it guarantees on top of redis-py:
+
+* **One network attempt per call.** redis-py's own retry is switched off (it retries ten
+  times by default); retrying belongs to the retry layer, which knows what is safe.
+* **A bound on every call.** ``operation_timeout`` covers the wait for a pooled
+  connection, connecting, sending and reading, as a whole (redis-py bounds each step
+  alone, so a call could otherwise take several times its socket timeout).
+* **Honest failures.** Every exception maps through :data:`_EXCEPTION_TABLE` to an
+  :class:`ErrorCode`, the original kept as ``cause``; a failure after the command may have
+  left says so (``maybe_applied``). Because the adapter takes a connection from the pool
+  itself before sending, it knows exactly whether a command could have been sent, so an
+  ``increment`` that failed to connect stays retryable and one that timed out does not.
+* **No mix-ups.** A connection interrupted mid-reply (timeout, cancellation) is dropped
+  by redis-py, never reused with a stale reply in it.
+* **No secrets.** Passwords never appear in ``repr``, error messages or details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis import exceptions as rx
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from resilient_cache.adapters._glob import glob_escape
+from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
+from resilient_cache.domain.protocol import JsonInput, JsonValue
+from resilient_cache.domain.result import Failure, Result, Success
+from resilient_cache.domain.validation import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_amount,
+    check_key_list,
+    check_pattern,
+    check_seconds,
+    check_ttl,
+    dump_json,
+    encode_key,
+    encode_value,
+    load_json,
+)
+
+# Most specific first: AuthenticationError is a ConnectionError, ReadOnlyError a
+# ResponseError, redis' TimeoutError is not the builtin one.
+_EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
+    (rx.AuthenticationError, ErrorCode.AUTH),
+    (rx.AuthorizationError, ErrorCode.AUTH),
+    (rx.NoPermissionError, ErrorCode.AUTH),
+    (rx.AuthenticationWrongNumberOfArgsError, ErrorCode.AUTH),
+    (rx.ConnectionError, ErrorCode.CONNECTION),  # incl. LOADING, pool exhausted
+    (rx.TimeoutError, ErrorCode.TIMEOUT),
+    (TimeoutError, ErrorCode.TIMEOUT),  # operation_timeout (asyncio.timeout)
+    (rx.ReadOnlyError, ErrorCode.READONLY),
+    (rx.OutOfMemoryError, ErrorCode.OUT_OF_MEMORY),
+    (rx.ResponseError, ErrorCode.BACKEND),  # refined by _RESPONSE_PREFIXES
+    (UnicodeDecodeError, ErrorCode.SERIALIZATION),  # a client with decode_responses=True
+    (rx.RedisError, ErrorCode.BACKEND),  # InvalidResponse (protocol garbage) and the rest
+    (OSError, ErrorCode.CONNECTION),
+    (Exception, ErrorCode.BACKEND),  # a driver bug must not escape: fail open
+)
+
+# Plain "ERR"/"WRONGTYPE" replies that deserve a more precise code.
+_RESPONSE_MARKERS: Final = (
+    ("WRONGTYPE", ErrorCode.WRONG_TYPE),
+    ("not an integer", ErrorCode.WRONG_TYPE),
+    ("would overflow", ErrorCode.WRONG_TYPE),
+)
+
+# Failures that can strike after a command was written: a write may have happened.
+_AMBIGUOUS: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.BACKEND})
+
+DEFAULT_OPERATION_TIMEOUT: Final = 0.5
+_NO_RETRY: Final = Retry(NoBackoff(), 0)
+_SCAN_COUNT: Final = 1000
+_MAX_MESSAGE: Final = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisOptions:
+    """Connection settings for :meth:`RedisAdapter.from_url`, tuned to give up fast.
+
+    Attributes:
+        socket_timeout: seconds to wait for a reply (default 0.25).
+        connect_timeout: seconds to establish a connection, TLS included (default 0.5).
+        operation_timeout: bound on a whole call: pool wait, connect, send, read
+            (default 0.5). ``delete_pattern``/``flush`` apply it to each round trip.
+        max_connections: pool size (default 50).
+        pool_timeout: seconds to wait for a free pooled connection (default: the
+            operation timeout; redis-py would wait 20 s).
+        health_check_interval: PING a connection idle longer than this before use
+            (seconds, default 30; 0 disables).
+        socket_keepalive: TCP keepalive on (default ``True``; ignored for ``unix://``).
+        client_name: ``CLIENT SETNAME`` for each connection, to spot it in ``CLIENT LIST``.
+        username: ACL user (overridden by one in the URL).
+        password: password (overridden by one in the URL); never shown anywhere.
+        db: database number (overridden by one in the URL).
+        ssl_ca_certs: CA bundle for ``rediss://`` (default: the system's).
+        ssl_certfile: client certificate for ``rediss://`` (mutual TLS).
+        ssl_keyfile: client key for ``rediss://``.
+        ssl_check_hostname: verify the server's host name (default ``True``);
+            certificate verification itself is always on.
+    """
+
+    socket_timeout: float = 0.25
+    connect_timeout: float = 0.5
+    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+    max_connections: int = 50
+    pool_timeout: float | None = None
+    health_check_interval: int = 30
+    socket_keepalive: bool = True
+    client_name: str | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int | None = None
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("socket_timeout", "connect_timeout", "operation_timeout", "pool_timeout"):
+            value = getattr(self, name)
+            if value is None and name == "pool_timeout":
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (0 < value < math.inf)
+            ):
+                raise ConfigurationError(
+                    name, f"must be a positive number of seconds, got {value!r}"
+                )
+        for name in ("max_connections", "health_check_interval"):
+            value = getattr(self, name)
+            low = 1 if name == "max_connections" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(name, f"must be an int >= {low}, got {value!r}")
+        if self.db is not None and (
+            isinstance(self.db, bool) or not isinstance(self.db, int) or self.db < 0
+        ):
+            raise ConfigurationError("db", f"must be an int >= 0, got {self.db!r}")
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{f.name}={'***' if f.name == 'password' and self.password else repr(value)}"
+            for f in fields(self)
+            for value in (getattr(self, f.name),)
+        )
+        return f"RedisOptions({', '.join(shown)})"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password (in the user info or the query) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class RedisAdapter:
+    """A :class:`CacheProtocol` on Redis. Build it with :meth:`from_url`.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` you built yourself; the adapter uses its
+            connection pool and switches its internal retry off. You keep ownership:
+            :meth:`aclose` does not close it. Prefer ``decode_responses=False``.
+        namespace: prefix every key with ``"<namespace>:"``, invisibly to callers.
+        limits: key and value size limits (see :class:`~resilient_cache.Limits`).
+        operation_timeout: bound on a whole call, in seconds (default 0.5).
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        namespace: str | None = None,
+        limits: Limits | None = None,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+    ) -> None:
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigurationError("namespace", "must be a non-empty str or None")
+        RedisOptions(operation_timeout=operation_timeout)  # validates it
+        pool: ConnectionPool = client.connection_pool
+        pool.connection_kwargs["retry"] = _NO_RETRY
+        pool.set_retry(_NO_RETRY)
+        self._client = client
+        self._pool = pool
+        self._owns_pool = False
+        self._namespace = namespace
+        self._prefix = f"{namespace}:".encode() if namespace else b""
+        self._glob_prefix = f"{glob_escape(namespace)}:".encode() if namespace else b""
+        self._limits = limits or DEFAULT_LIMITS
+        self._timeout = operation_timeout
+        kwargs = pool.connection_kwargs
+        self._secret: str | None = kwargs.get("password") or None
+        where = (
+            kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        )
+        self._display = f"{where}/{kwargs.get('db', 0)}"
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str | None = None,
+        limits: Limits | None = None,
+        **options: Any,
+    ) -> RedisAdapter:
+        """Build an adapter with its own connection pool; nothing connects yet.
+
+        ``url`` is ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS,
+        certificate verification on) or ``unix:///path/to/socket[?db=N]``. ``options``
+        are the fields of :class:`RedisOptions`.
+
+        Raises:
+            ConfigurationError: an unknown option, a bad value, or an unusable URL.
+        """
+        known = {f.name for f in fields(RedisOptions)}
+        for name in options:
+            if name not in known:
+                raise ConfigurationError(name, f"unknown option; expected one of {sorted(known)}")
+        opts = RedisOptions(**options)
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(
+                "url",
+                f"must start with redis://, rediss:// or unix://, got {redact_url(str(url))!r}",
+            )
+        kwargs: dict[str, Any] = {
+            "max_connections": opts.max_connections,
+            "timeout": opts.pool_timeout or opts.operation_timeout,
+            "socket_timeout": opts.socket_timeout,
+            "socket_connect_timeout": opts.connect_timeout,
+            "health_check_interval": opts.health_check_interval,
+            "retry": _NO_RETRY,
+            "client_name": opts.client_name,
+        }
+        for name in ("username", "password", "db"):
+            if getattr(opts, name) is not None:
+                kwargs[name] = getattr(opts, name)
+        if scheme != "unix":
+            kwargs["socket_keepalive"] = opts.socket_keepalive
+        if scheme == "rediss":
+            kwargs.update(
+                ssl_cert_reqs="required",
+                ssl_ca_certs=opts.ssl_ca_certs,
+                ssl_certfile=opts.ssl_certfile,
+                ssl_keyfile=opts.ssl_keyfile,
+                ssl_check_hostname=opts.ssl_check_hostname,
+            )
+        try:
+            pool = BlockingConnectionPool.from_url(url, **kwargs)
+        except (ValueError, TypeError) as exc:
+            message = str(exc).replace(opts.password, "***") if opts.password else str(exc)
+            raise ConfigurationError("url", f"{message} ({redact_url(url)})") from None
+        adapter = cls(
+            Redis(connection_pool=pool),
+            namespace=namespace,
+            limits=limits,
+            operation_timeout=opts.operation_timeout,
+        )
+        adapter._owns_pool = True
+        return adapter
+
+    def __repr__(self) -> str:
+        return f"RedisAdapter({self._display!r}, namespace={self._namespace!r})"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def connect(self) -> Result[bool, CacheError]:
+        """Check that Redis answers (a PING). Never raises.
+
+        A ``Failure`` here does not stop anything: the adapter connects lazily, so calls
+        fail open while Redis is down and succeed once it is back, without a restart.
+        """
+        return await self.ping()
+
+    async def aclose(self) -> None:
+        """Close the pool this adapter built (a client passed in stays open)."""
+        if self._owns_pool:
+            await self._pool.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the one place that talks to Redis ---------------------------------------
+
+    async def _round_trip(
+        self,
+        operation: str,
+        key: str | None,
+        commands: Sequence[tuple[Any, ...]],
+        *,
+        write: bool = False,
+    ) -> list[Any] | CacheError:
+        """Send ``commands`` in one round trip and return their replies, or the error.
+
+        An error reply to one of several pipelined commands does not stop the others from
+        being read (the connection stays in step); the first one becomes the error.
+        """
+        sent = False
+        try:
+            async with asyncio.timeout(self._timeout):
+                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    sent = True
+                    if len(commands) == 1:
+                        await conn.send_command(*commands[0])
+                    else:
+                        await conn.send_packed_command(conn.pack_commands(commands))
+                    replies: list[Any] = []
+                    first_error: rx.ResponseError | None = None
+                    for _ in commands:
+                        try:
+                            replies.append(await conn.read_response())
+                        except rx.ResponseError as exc:
+                            first_error = first_error or exc
+                            replies.append(exc)
+                finally:
+                    await self._pool.release(conn)
+            if first_error is not None:
+                raise first_error
+            return replies
+        except Exception as exc:  # mapped below; CancelledError is not an Exception
+            return self._error(operation, key, exc, maybe_applied=sent and write)
+
+    async def _call(
+        self, operation: str, key: str | None, *command: Any, write: bool = False
+    ) -> Any:
+        """Run one command; return its reply or a :class:`CacheError`."""
+        replies = await self._round_trip(operation, key, (command,), write=write)
+        return replies if isinstance(replies, CacheError) else replies[0]
+
+    def _error(
+        self, operation: str, key: str | None, exc: BaseException, *, maybe_applied: bool
+    ) -> CacheError:
+        code = next(code for kind, code in _EXCEPTION_TABLE if isinstance(exc, kind))
+        text = str(exc) or type(exc).__name__
+        if code is ErrorCode.BACKEND and isinstance(exc, rx.ResponseError):
+            code = next((c for marker, c in _RESPONSE_MARKERS if marker in text), code)
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        if isinstance(exc, TimeoutError):
+            text = f"no answer within operation_timeout={self._timeout}s"
+        return CacheError.of(
+            code,
+            text[:_MAX_MESSAGE],
+            operation=operation,
+            key=key,
+            details={"server": self._display},
+            # an error reply means the server refused the command: not applied
+            maybe_applied=maybe_applied
+            and code in _AMBIGUOUS
+            and not isinstance(exc, rx.ResponseError),
+            cause=exc,
+        )
+
+    def _key(self, operation: str, key: str) -> bytes | CacheError:
+        raw = encode_key(operation, key, self._limits)
+        return raw if isinstance(raw, CacheError) else self._prefix + raw
+
+    def _decode(self, operation: str, key: str, raw: bytes | str | None) -> str | CacheError | None:
+        if raw is None or isinstance(raw, str):
+            return raw
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            return CacheError.of(
+                ErrorCode.SERIALIZATION,
+                "stored value is not valid UTF-8 (written by another client?)",
+                operation=operation,
+                key=key,
+                cause=exc,
+            )
+
+    # -- CacheProtocol -----------------------------------------------------------
+
+    async def get(self, key: str) -> Result[str | None, CacheError]:
+        """Return the value, or ``Success(None)`` when the key is missing."""
+        return await self._get("get", key)
+
+    async def _get(self, operation: str, key: str) -> Result[str | None, CacheError]:
+        full = self._key(operation, key)
+        if isinstance(full, CacheError):
+            return Failure(full)
+        reply = await self._call(operation, key, "GET", full)
+        if isinstance(reply, CacheError):
+            return Failure(reply)
+        value = self._decode(operation, key, reply)
+        return Failure(value) if isinstance(value, CacheError) else Success(value)
+
+    async def get_json(self, key: str) -> Result[JsonValue, CacheError]:
+        """Return the decoded JSON value, ``Success(None)`` when missing."""
+        result = await self._get("get_json", key)
+        if isinstance(result, Failure) or result.value is None:
+            return result
+        return load_json("get_json", key, result.value)
+
+    async def set(self, key: str, value: str, ttl: int | None = None) -> Result[None, CacheError]:
+        """Store ``value``, replacing any TTL with ``ttl`` (``None`` = no expiry)."""
+        return await self._set("set", key, value, ttl)
+
+    async def set_json(
+        self, key: str, value: JsonInput, ttl: int | None = None
+    ) -> Result[None, CacheError]:
+        """Store any JSON value."""
+        text = dump_json("set_json", key, value)
+        if isinstance(text, CacheError):
+            return Failure(text)
+        return await self._set("set_json", key, text, ttl)
+
+    async def _set(
+        self, operation: str, key: str, value: str, ttl: object
+    ) -> Result[None, CacheError]:
+        full = self._key(operation, key)
+        if isinstance(full, CacheError):
+            return Failure(full)
+        raw = encode_value(operation, key, value, self._limits)
+        if isinstance(raw, CacheError):
+            return Failure(raw)
+        seconds = check_ttl(operation, key, ttl)
+        if isinstance(seconds, CacheError):
+            return Failure(seconds)
+        command = ("SET", full, raw) if seconds is None else ("SET", full, raw, "EX", seconds)
+        reply = await self._call(operation, key, *command, write=True)
+        return Failure(reply) if isinstance(reply, CacheError) else Success(None)
+
+    async def _int_command(
+        self, operation: str, key: str, command: str, *args: Any, write: bool = False
+    ) -> Result[int, CacheError]:
+        full = self._key(operation, key)
+        if isinstance(full, CacheError):
+            return Failure(full)
+        reply = await self._call(operation, key, command, full, *args, write=write)
+        return Failure(reply) if isinstance(reply, CacheError) else Success(int(reply))
+
+    async def delete(self, key: str) -> Result[bool, CacheError]:
+        """Remove the key; tell whether it existed."""
+        return (await self._int_command("delete", key, "UNLINK", write=True)).map(bool)
+
+    async def exists(self, key: str) -> Result[bool, CacheError]:
+        """Tell whether the key exists."""
+        return (await self._int_command("exists", key, "EXISTS")).map(bool)
+
+    async def expire(self, key: str, seconds: int) -> Result[bool, CacheError]:
+        """Set a TTL on an existing key."""
+        checked = check_seconds("expire", key, seconds, name="seconds")
+        if isinstance(checked, CacheError):
+            return Failure(checked)
+        return (await self._int_command("expire", key, "EXPIRE", checked, write=True)).map(bool)
+
+    async def increment(self, key: str, amount: int = 1) -> Result[int, CacheError]:
+        """Add ``amount`` atomically (INCRBY); a missing key counts as 0."""
+        checked = check_amount("increment", key, amount)
+        if isinstance(checked, CacheError):
+            return Failure(checked)
+        return await self._int_command("increment", key, "INCRBY", checked, write=True)
+
+    async def decrement(self, key: str, amount: int = 1) -> Result[int, CacheError]:
+        """Subtract ``amount`` atomically (DECRBY); a missing key counts as 0."""
+        checked = check_amount("decrement", key, amount)
+        if isinstance(checked, CacheError):
+            return Failure(checked)
+        return await self._int_command("decrement", key, "DECRBY", checked, write=True)
+
+    async def ttl(self, key: str) -> Result[int | None, CacheError]:
+        """Seconds until expiry, rounded up; ``None`` if missing or persistent."""
+        result = await self._int_command("ttl", key, "PTTL")
+        if isinstance(result, Failure):
+            return result
+        millis = result.value
+        return Success(None if millis < 0 else max(1, math.ceil(millis / 1000)))
+
+    async def flush(self) -> Result[None, CacheError]:
+        """Remove this namespace's keys, or FLUSHDB ASYNC without a namespace. Never FLUSHALL."""
+        if self._namespace:
+            deleted = await self._delete_matching("flush", self._glob_prefix + b"*")
+            return Failure(deleted) if isinstance(deleted, CacheError) else Success(None)
+        reply = await self._call("flush", None, "FLUSHDB", "ASYNC", write=True)
+        return Failure(reply) if isinstance(reply, CacheError) else Success(None)
+
+    async def ping(self) -> Result[bool, CacheError]:
+        """``Success(True)`` when Redis answers PING."""
+        reply = await self._call("ping", None, "PING")
+        return Failure(reply) if isinstance(reply, CacheError) else Success(True)
+
+    async def delete_pattern(self, pattern: str) -> Result[int, CacheError]:
+        """Delete matching keys with SCAN + UNLINK in batches (never KEYS)."""
+        raw = check_pattern("delete_pattern", pattern)
+        if isinstance(raw, CacheError):
+            return Failure(raw)
+        deleted = await self._delete_matching("delete_pattern", self._glob_prefix + raw)
+        return Failure(deleted) if isinstance(deleted, CacheError) else Success(deleted)
+
+    async def _delete_matching(self, operation: str, pattern: bytes) -> int | CacheError:
+        deleted = 0
+        cursor: Any = 0
+        while True:
+            reply = await self._call(
+                operation, None, "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
+            )
+            if isinstance(reply, CacheError):
+                return _partial(reply, deleted)
+            cursor, keys = reply
+            if keys:
+                count = await self._call(operation, None, "UNLINK", *keys, write=True)
+                if isinstance(count, CacheError):
+                    return _partial(count, deleted)
+                deleted += int(count)
+            if int(cursor) == 0:
+                return deleted
+
+    async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
+        """Return every requested key (``None`` for missing ones) with one MGET."""
+        checked = check_key_list("get_many", keys)
+        if isinstance(checked, CacheError):
+            return Failure(checked)
+        if not checked:
+            return Success({})
+        fulls: list[bytes] = []
+        for key in checked:
+            full = self._key("get_many", key)
+            if isinstance(full, CacheError):
+                return Failure(full)
+            fulls.append(full)
+        reply = await self._call("get_many", None, "MGET", *fulls)
+        if isinstance(reply, CacheError):
+            return Failure(reply)
+        found: dict[str, str | None] = {}
+        for key, raw in zip(checked, reply, strict=True):
+            value = self._decode("get_many", key, raw)
+            if isinstance(value, CacheError):
+                return Failure(value)
+            found[key] = value
+        return Success(found)
+
+    async def set_many(
+        self, mapping: dict[str, str], ttl: int | None = None
+    ) -> Result[None, CacheError]:
+        """Store every pair atomically in one round trip: MSET, or MULTI/SET EX/EXEC."""
+        if not isinstance(mapping, dict):
+            return Failure(
+                CacheError.of(
+                    ErrorCode.VALIDATION,
+                    f"mapping must be a dict of str to str, got {type(mapping).__name__}",
+                    operation="set_many",
+                )
+            )
+        seconds = check_ttl("set_many", None, ttl)
+        if isinstance(seconds, CacheError):
+            return Failure(seconds)
+        pairs: list[tuple[bytes, bytes]] = []
+        for key, value in mapping.items():
+            full = self._key("set_many", key)
+            if isinstance(full, CacheError):
+                return Failure(full)
+            raw = encode_value("set_many", key, value, self._limits)
+            if isinstance(raw, CacheError):
+                return Failure(raw)
+            pairs.append((full, raw))
+        if not pairs:
+            return Success(None)
+        if seconds is None:
+            reply = await self._call(
+                "set_many", None, "MSET", *(x for pair in pairs for x in pair), write=True
+            )
+            return Failure(reply) if isinstance(reply, CacheError) else Success(None)
+        commands = [("MULTI",), *(("SET", k, v, "EX", seconds) for k, v in pairs), ("EXEC",)]
+        replies = await self._round_trip("set_many", None, commands, write=True)
+        if isinstance(replies, CacheError):
+            return Failure(replies)
+        failed = next((r for r in replies[-1] if isinstance(r, Exception)), None)
+        if failed is not None:
+            return Failure(self._error("set_many", None, failed, maybe_applied=False))
+        return Success(None)
+
+
+def _partial(error: CacheError, deleted: int) -> CacheError:
+    """Note in a bulk delete's error how many keys were already deleted."""
+    if not deleted:
+        return error
+    return CacheError.of(
+        error.code,
+        f"{error.message} (after deleting {deleted} keys)",
+        operation=error.operation,
+        key=error.key,
+        details={**error.details, "deleted": deleted},
+        maybe_applied=True,
+        cause=error.cause,
+    )

@@ -1,0 +1,1 @@
+"""The port: protocol, result type and errors. Pure Python, no I/O."""

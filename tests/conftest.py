@@ -1,0 +1,92 @@
+"""Shared fixtures: real redis-server processes and a cache factory for the contract suite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Protocol
+
+import pytest
+import redis.asyncio as aioredis
+
+from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter
+from resilient_cache.testing import ManualClock
+from tests.servers import RedisServer, require_binary
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    return require_binary("redis-server", "RESILIENT_CACHE_REDIS_SERVER")
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_binary: str) -> Iterator[RedisServer]:
+    """One redis-server for the session; each test starts from an empty database."""
+    server = RedisServer(redis_binary)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def private_redis(redis_binary: str) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, free to be killed and restarted."""
+    server = RedisServer(redis_binary)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+async def raw_redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain redis-py client, to look at the server behind the adapter's back."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+class CacheFactory(Protocol):
+    def __call__(
+        self, *, namespace: str | None = None, limits: Limits | None = None
+    ) -> Awaitable[CacheProtocol]: ...
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_cache(
+    request: pytest.FixtureRequest, clock: ManualClock
+) -> AsyncIterator[CacheFactory]:
+    """Build caches of one backend; for Redis they share one fresh database."""
+    backend: str = request.param
+    root = MemoryCache(clock=clock)  # one store for all memory caches, like one database
+    adapters: list[RedisAdapter] = []
+    url = ""
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url = server.url
+        assert server.command("FLUSHALL") == "+OK"
+
+    async def build(
+        *, namespace: str | None = None, limits: Limits | None = None
+    ) -> CacheProtocol:
+        if backend == "memory":
+            if limits is not None:
+                return MemoryCache(namespace=namespace, clock=clock, limits=limits)
+            return root if namespace is None else root.namespaced(namespace)
+        adapter = RedisAdapter.from_url(url, namespace=namespace, limits=limits)
+        adapters.append(adapter)
+        return adapter
+
+    yield build
+    for adapter in adapters:
+        await adapter.aclose()
+
+
+@pytest.fixture
+async def cache(make_cache: CacheFactory) -> CacheProtocol:
+    return await make_cache()
+
