@@ -70,9 +70,7 @@ async def make_cache(
         url = server.url
         assert server.command("FLUSHALL") == "+OK"
 
-    async def build(
-        *, namespace: str | None = None, limits: Limits | None = None
-    ) -> CacheProtocol:
+    async def build(*, namespace: str | None = None, limits: Limits | None = None) -> CacheProtocol:
         if backend == "memory":
             if limits is not None:
                 return MemoryCache(namespace=namespace, clock=clock, limits=limits)
@@ -89,4 +87,3 @@ async def make_cache(
 @pytest.fixture
 async def cache(make_cache: CacheFactory) -> CacheProtocol:
     return await make_cache()
-

@@ -70,6 +70,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "redis.sock"
+
     def start(self) -> None:
         log = (self.dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
@@ -81,13 +85,19 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--daemonize", "no",
+                "--unixsocket", str(self.socket_path),
+                "--enable-debug-command", "local",
                 *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop(kill=True)
+            raise
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -95,7 +105,7 @@ class RedisServer:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()}")
-            if self.command("PING") == "+PONG":
+            if self.command("PING") in ("+PONG", "-NOAUTH Authentication required."):
                 return
             time.sleep(0.02)
         raise RuntimeError("redis-server did not become ready")

@@ -347,7 +347,7 @@ async def test_delete_pattern_speaks_redis_glob(
     cache: CacheProtocol, pattern: str, expected: set[str]
 ) -> None:
     keys = ["ka", "kb", "kc", "k*", "kab"]
-    await cache.set_many({k: "v" for k in keys})
+    await cache.set_many(dict.fromkeys(keys, "v"))
     assert await cache.delete_pattern(pattern) == Success(len(expected))
     remaining = await cache.get_many(keys)
     assert isinstance(remaining, Success)

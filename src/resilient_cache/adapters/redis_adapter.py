@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -177,7 +177,9 @@ def redact_url(url: str) -> str:
         query = urlencode(
             [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
         )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    redacted = f"{parts.scheme}://{netloc}{parts.path}"
+    redacted += f"?{query}" if query else ""
+    return redacted + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 class RedisAdapter:
@@ -250,6 +252,9 @@ class RedisAdapter:
                 "url",
                 f"must start with redis://, rediss:// or unix://, got {redact_url(str(url))!r}",
             )
+        path = urlsplit(url).path.strip("/")
+        if scheme != "unix" and path and not path.isdigit():
+            raise ConfigurationError("url", f"database must be a number, got {redact_url(url)!r}")
         kwargs: dict[str, Any] = {
             "max_connections": opts.max_connections,
             "timeout": opts.pool_timeout or opts.operation_timeout,
