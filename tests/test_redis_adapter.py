@@ -182,6 +182,7 @@ async def test_an_exhausted_pool_waits_no_longer_than_the_operation_timeout(
     assert all(error_of(r).code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION) for r in results)
     await sleeper
     assert await cache.get("k0") == Success(None)  # and it heals
+    assert cache.pool_stats().in_use == 0
     await cache.aclose()
 
 
@@ -209,6 +210,9 @@ async def test_cancellation_propagates_and_never_mixes_up_replies(
             except asyncio.CancelledError:
                 continue
             assert result == Success(f"v{i}")
+    stats = adapter.pool_stats()
+    assert stats.in_use == 0  # every connection went back to the pool
+    assert stats.idle <= stats.max_connections == 50
 
 
 # -- down, killed, restarted -------------------------------------------------------------
@@ -237,6 +241,7 @@ async def test_server_killed_and_restarted_under_a_live_adapter(private_redis: R
     outcomes = [await cache.set("back", "yes") for _ in range(3)]
     assert outcomes[-1] == Success(None), outcomes
     assert await cache.get("back") == Success("yes")
+    assert cache.pool_stats().in_use == 0
     await cache.aclose()
 
 

@@ -160,6 +160,15 @@ class RedisOptions:
         return f"RedisOptions({', '.join(shown)})"
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of the connection pool: connections idle, in use, and the cap."""
+
+    idle: int
+    in_use: int
+    max_connections: int
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (in the user info or the query) replaced by ``***``."""
     try:
@@ -216,6 +225,7 @@ class RedisAdapter:
         self._glob_prefix = f"{glob_escape(namespace)}:".encode() if namespace else b""
         self._limits = limits or DEFAULT_LIMITS
         self._timeout = operation_timeout
+        self._releasing: set[asyncio.Task[None]] = set()
         kwargs = pool.connection_kwargs
         self._secret: str | None = kwargs.get("password") or None
         where = (
@@ -321,6 +331,15 @@ class RedisAdapter:
     ) -> None:
         await self.aclose()
 
+    def pool_stats(self) -> PoolStats:
+        """Count the pool's connections (for the pool gauge; also shows leaks in tests)."""
+        pool = self._pool
+        return PoolStats(
+            idle=len(pool._available_connections),
+            in_use=len(pool._in_use_connections),
+            max_connections=int(pool.max_connections),
+        )
+
     # -- the one place that talks to Redis ---------------------------------------
 
     async def _round_trip(
@@ -336,31 +355,42 @@ class RedisAdapter:
         An error reply to one of several pipelined commands does not stop the others from
         being read (the connection stays in step); the first one becomes the error.
         """
-        sent = False
+        conn: Any = None
         try:
             async with asyncio.timeout(self._timeout):
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                try:
-                    sent = True
-                    if len(commands) == 1:
-                        await conn.send_command(*commands[0])
-                    else:
-                        await conn.send_packed_command(conn.pack_commands(commands))
-                    replies: list[Any] = []
-                    first_error: rx.ResponseError | None = None
-                    for _ in commands:
-                        try:
-                            replies.append(await conn.read_response())
-                        except rx.ResponseError as exc:
-                            first_error = first_error or exc
-                            replies.append(exc)
-                finally:
-                    await self._pool.release(conn)
+                if len(commands) == 1:
+                    await conn.send_command(*commands[0])
+                else:
+                    await conn.send_packed_command(conn.pack_commands(commands))
+                replies: list[Any] = []
+                first_error: rx.ResponseError | None = None
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except rx.ResponseError as exc:
+                        first_error = first_error or exc
+                        replies.append(exc)
             if first_error is not None:
                 raise first_error
             return replies
         except Exception as exc:  # mapped below; CancelledError is not an Exception
-            return self._error(operation, key, exc, maybe_applied=sent and write)
+            # once a connection was handed over, the command may have been sent
+            return self._error(operation, key, exc, maybe_applied=conn is not None and write)
+        finally:
+            if conn is not None:  # outside the timeout: our own deadline never interrupts it
+                await self._release(conn)
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await self._pool.release(conn)
+        except asyncio.CancelledError:
+            # The caller was cancelled while the pool's lock was contended: nothing was
+            # released yet. Finish in the background so the pool does not shrink.
+            task = asyncio.get_running_loop().create_task(self._pool.release(conn))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+            raise
 
     async def _call(
         self, operation: str, key: str | None, *command: Any, write: bool = False

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, NoReturn, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeAlias, TypeVar
 
 T_co = TypeVar("T_co", covariant=True)
 E_co = TypeVar("E_co", covariant=True)
@@ -79,7 +79,7 @@ class Failure(Generic[E_co]):
         """Return ``default``: the fail-open answer."""
         return default
 
-    def map(self, fn: Callable[[object], object]) -> Failure[E_co]:
+    def map(self, fn: Callable[[Any], object]) -> Failure[E_co]:
         """Return this ``Failure`` unchanged; ``fn`` is not called."""
         return self
 
