@@ -96,6 +96,7 @@ ensure_apt() {
 # ---------------------------------------------------------------------------
 main() {
     ensure_apt redis-server redis-server
+    ensure_apt openssl openssl                     # TLS test certificates
     # ensure_apt prometheus prometheus            # later: metrics tests
     # ensure_go_tool toxiproxy-server ...          # later: fault-injection tests
 }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from resilient_cache import (
     Success,
     redact_url,
 )
-from tests.servers import LOOPBACK, RedisServer, free_port
+from tests.servers import LOOPBACK, RedisServer, free_port, require_binary
 
 # What a bounded call may take beyond its operation_timeout on a loaded CI machine.
 SLACK = 0.25
@@ -467,3 +469,72 @@ def test_tls_urls_verify_certificates_by_default() -> None:
     assert pool.connection_kwargs["ssl_cert_reqs"] == "required"
     assert pool.connection_kwargs["ssl_check_hostname"] is True
     assert "pw" not in repr(cache)
+
+
+# -- TLS, for real ----------------------------------------------------------------------
+
+
+def make_certificates(directory: Path, openssl: str) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", "server.crt")  # fmt: skip
+
+
+async def test_rediss_verifies_the_server_certificate(redis_binary: str, tmp_path: Path) -> None:
+    make_certificates(tmp_path, require_binary("openssl", "RESILIENT_CACHE_OPENSSL"))
+    tls_port = free_port()
+    server = RedisServer(
+        redis_binary,
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(tmp_path / "server.crt"),
+        "--tls-key-file", str(tmp_path / "server.key"),
+        "--tls-ca-cert-file", str(tmp_path / "ca.crt"),
+        "--tls-auth-clients", "no",
+    )  # fmt: skip
+    try:
+        server.start()
+        url = f"rediss://{LOOPBACK}:{tls_port}/0"
+        trusted = RedisAdapter.from_url(url, ssl_ca_certs=str(tmp_path / "ca.crt"))
+        assert await trusted.set("k", "over tls") == Success(None)
+        assert await trusted.get("k") == Success("over tls")
+        await trusted.aclose()
+
+        untrusted = RedisAdapter.from_url(url)  # the system's CAs do not know our CA
+        error = error_of(await untrusted.get("k"))
+        assert error.code is ErrorCode.CONNECTION
+        assert "certificate" in error.message.lower()
+        await untrusted.aclose()
+    finally:
+        server.cleanup()
