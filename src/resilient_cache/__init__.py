@@ -7,12 +7,8 @@ raising, so the service embedding the cache keeps working.
 from importlib.metadata import PackageNotFoundError, version
 
 from resilient_cache.adapters.memory import MemoryCache
-from resilient_cache.adapters.redis_adapter import (
-    PoolStats,
-    RedisAdapter,
-    RedisOptions,
-    redact_url,
-)
+from resilient_cache.adapters.redis_adapter import RedisAdapter
+from resilient_cache.adapters.redis_options import PoolStats, RedisOptions, redact_url
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success, UnwrapError

@@ -1,0 +1,165 @@
+"""Settings for :class:`~resilient_cache.RedisAdapter`: options, pool stats, URL redaction.
+
+Pure Python (no ``redis`` import): the adapter module turns these into a redis-py pool.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from resilient_cache.domain.errors import ConfigurationError
+
+DEFAULT_OPERATION_TIMEOUT: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisOptions:
+    """Connection settings for :meth:`RedisAdapter.from_url`, tuned to give up fast.
+
+    Attributes:
+        socket_timeout: seconds to wait for a reply (default 0.25).
+        connect_timeout: seconds to establish a connection, TLS included (default 0.5).
+        operation_timeout: bound on a whole call: pool wait, connect, send, read
+            (default 0.5). ``delete_pattern``/``flush`` apply it to each round trip.
+        max_connections: pool size (default 50).
+        pool_timeout: seconds to wait for a free pooled connection (default: the
+            operation timeout; redis-py would wait 20 s).
+        health_check_interval: PING a connection idle longer than this before use
+            (seconds, default 30; 0 disables).
+        socket_keepalive: TCP keepalive on (default ``True``; ignored for ``unix://``).
+        client_name: ``CLIENT SETNAME`` for each connection, to spot it in ``CLIENT LIST``.
+        username: ACL user (overridden by one in the URL).
+        password: password (overridden by one in the URL); never shown anywhere.
+        db: database number (overridden by one in the URL).
+        ssl_ca_certs: CA bundle for ``rediss://`` (default: the system's).
+        ssl_certfile: client certificate for ``rediss://`` (mutual TLS).
+        ssl_keyfile: client key for ``rediss://``.
+        ssl_check_hostname: verify the server's host name (default ``True``);
+            certificate verification itself is always on.
+    """
+
+    socket_timeout: float = 0.25
+    connect_timeout: float = 0.5
+    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+    max_connections: int = 50
+    pool_timeout: float | None = None
+    health_check_interval: int = 30
+    socket_keepalive: bool = True
+    client_name: str | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int | None = None
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("socket_timeout", "connect_timeout", "operation_timeout", "pool_timeout"):
+            value = getattr(self, name)
+            if value is None and name == "pool_timeout":
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (0 < value < math.inf)
+            ):
+                raise ConfigurationError(
+                    name, f"must be a positive number of seconds, got {value!r}"
+                )
+        for name in ("max_connections", "health_check_interval"):
+            value = getattr(self, name)
+            low = 1 if name == "max_connections" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(name, f"must be an int >= {low}, got {value!r}")
+        if self.db is not None and (
+            isinstance(self.db, bool) or not isinstance(self.db, int) or self.db < 0
+        ):
+            raise ConfigurationError("db", f"must be an int >= 0, got {self.db!r}")
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{f.name}={'***' if f.name == 'password' and self.password else repr(value)}"
+            for f in fields(self)
+            for value in (getattr(self, f.name),)
+        )
+        return f"RedisOptions({', '.join(shown)})"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of the connection pool: connections idle, in use, and the cap."""
+
+    idle: int
+    in_use: int
+    max_connections: int
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password (in the user info or the query) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    redacted = f"{parts.scheme}://{netloc}{parts.path}"
+    redacted += f"?{query}" if query else ""
+    return redacted + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions, dict[str, Any]]:
+    """Check ``url`` and ``options``; return them as redis-py connection pool arguments.
+
+    Raises:
+        ConfigurationError: an unknown option, a bad value, or an unusable URL.
+    """
+    known = {f.name for f in fields(RedisOptions)}
+    for name in options:
+        if name not in known:
+            raise ConfigurationError(name, f"unknown option; expected one of {sorted(known)}")
+    opts = RedisOptions(**options)
+    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    if not isinstance(url, str) or scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            "url", f"must start with redis://, rediss:// or unix://, got {redact_url(str(url))!r}"
+        )
+    path = urlsplit(url).path.strip("/")
+    if scheme != "unix" and path and not path.isdigit():
+        # redis-py would silently fall back to database 0
+        raise ConfigurationError("url", f"database must be a number, got {redact_url(url)!r}")
+    kwargs: dict[str, Any] = {
+        "max_connections": opts.max_connections,
+        "timeout": opts.pool_timeout or opts.operation_timeout,
+        "socket_timeout": opts.socket_timeout,
+        "socket_connect_timeout": opts.connect_timeout,
+        "health_check_interval": opts.health_check_interval,
+        "client_name": opts.client_name,
+    }
+    for name in ("username", "password", "db"):
+        if getattr(opts, name) is not None:
+            kwargs[name] = getattr(opts, name)
+    if scheme != "unix":
+        kwargs["socket_keepalive"] = opts.socket_keepalive
+    if scheme == "rediss":
+        kwargs.update(
+            ssl_cert_reqs="required",
+            ssl_ca_certs=opts.ssl_ca_certs,
+            ssl_certfile=opts.ssl_certfile,
+            ssl_keyfile=opts.ssl_keyfile,
+            ssl_check_hostname=opts.ssl_check_hostname,
+        )
+    return opts, kwargs
