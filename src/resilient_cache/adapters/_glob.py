@@ -54,9 +54,9 @@ def _match(p: bytes, pi: int, s: bytes, si: int, skip_longer: list[bool]) -> boo
                     pi -= 1
                     break
                 elif plen - pi >= 3 and p[pi + 1] == 0x2D:  # range 'a-z'
-                    start, end = sorted((p[pi], p[pi + 2]))
+                    start, end = sorted((_signed(p[pi]), _signed(p[pi + 2])))
                     pi += 2
-                    if start <= s[si] <= end:
+                    if start <= _signed(s[si]) <= end:
                         matched = True
                 elif p[pi] == s[si]:
                     matched = True
@@ -76,3 +76,12 @@ def _match(p: bytes, pi: int, s: bytes, si: int, skip_longer: list[bool]) -> boo
                 pi += 1
             break
     return pi == plen and si == slen
+
+
+def _signed(byte: int) -> int:
+    """Redis compares range bounds as C ``char``: signed on x86-64, the platform we follow.
+
+    (On ARM Linux ``char`` is unsigned, so a range with a non-ASCII bound such as
+    ``[a-é]`` can match differently there; ASCII ranges are the same everywhere.)
+    """
+    return byte - 256 if byte > 127 else byte
