@@ -26,12 +26,13 @@ from resilient_cache.domain.validation import (
     INT64_MIN,
     Limits,
     check_amount,
-    check_key_list,
     check_pattern,
     check_seconds,
     check_ttl,
     dump_json,
     encode_key,
+    encode_keys,
+    encode_mapping,
     encode_value,
     load_json,
 )
@@ -289,18 +290,12 @@ class MemoryCache:
 
     async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
         """Return every requested key, ``None`` for the missing ones."""
-        checked = check_key_list("get_many", keys)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        fulls: list[str] = []
-        for key in checked:
-            full = self._key("get_many", key)
-            if isinstance(full, CacheError):
-                return Failure(full)
-            fulls.append(full)
+        encoded = encode_keys("get_many", keys, self._limits)
+        if isinstance(encoded, CacheError):
+            return Failure(encoded)
         found: dict[str, str | None] = {}
-        for key, full in zip(checked, fulls, strict=True):
-            entry = self._live(full)
+        for key, _ in encoded:
+            entry = self._live(self._prefix + key)
             found[key] = None if entry is None else entry["value"]
         return Success(found)
 
@@ -308,26 +303,12 @@ class MemoryCache:
         self, mapping: dict[str, str], ttl: int | None = None
     ) -> Result[None, CacheError]:
         """Store every pair, all or nothing, each with ``ttl``."""
-        if not isinstance(mapping, dict):
-            return Failure(
-                CacheError.of(
-                    ErrorCode.VALIDATION,
-                    f"mapping must be a dict of str to str, got {type(mapping).__name__}",
-                    operation="set_many",
-                )
-            )
+        rows = encode_mapping("set_many", mapping, self._limits)
+        if isinstance(rows, CacheError):
+            return Failure(rows)
         seconds = check_ttl("set_many", None, ttl)
         if isinstance(seconds, CacheError):
             return Failure(seconds)
-        staged: list[tuple[str, str]] = []
-        for key, value in mapping.items():
-            full = self._key("set_many", key)
-            if isinstance(full, CacheError):
-                return Failure(full)
-            raw = encode_value("set_many", key, value, self._limits)
-            if isinstance(raw, CacheError):
-                return Failure(raw)
-            staged.append((full, value))
-        for full, value in staged:
-            self._store(full, value, seconds)
+        for key, _, value, _ in rows:
+            self._store(self._prefix + key, value, seconds)
         return Success(None)

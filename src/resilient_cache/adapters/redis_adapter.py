@@ -46,12 +46,13 @@ from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     Limits,
     check_amount,
-    check_key_list,
     check_pattern,
     check_seconds,
     check_ttl,
     dump_json,
     encode_key,
+    encode_keys,
+    encode_mapping,
     encode_value,
     load_json,
 )
@@ -444,22 +445,16 @@ class RedisAdapter:
 
     async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
         """Return every requested key (``None`` for missing ones) with one MGET."""
-        checked = check_key_list("get_many", keys)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        if not checked:
+        encoded = encode_keys("get_many", keys, self._limits)
+        if isinstance(encoded, CacheError):
+            return Failure(encoded)
+        if not encoded:
             return Success({})
-        fulls: list[bytes] = []
-        for key in checked:
-            full = self._key("get_many", key)
-            if isinstance(full, CacheError):
-                return Failure(full)
-            fulls.append(full)
-        reply = await self._call("get_many", None, "MGET", *fulls)
+        reply = await self._call("get_many", None, "MGET", *(self._prefix + k for _, k in encoded))
         if isinstance(reply, CacheError):
             return Failure(reply)
         found: dict[str, str | None] = {}
-        for key, raw in zip(checked, reply, strict=True):
+        for (key, _), raw in zip(encoded, reply, strict=True):
             value = self._decode("get_many", key, raw)
             if isinstance(value, CacheError):
                 return Failure(value)
@@ -470,32 +465,18 @@ class RedisAdapter:
         self, mapping: dict[str, str], ttl: int | None = None
     ) -> Result[None, CacheError]:
         """Store every pair atomically in one round trip: MSET, or MULTI/SET EX/EXEC."""
-        if not isinstance(mapping, dict):
-            return Failure(
-                CacheError.of(
-                    ErrorCode.VALIDATION,
-                    f"mapping must be a dict of str to str, got {type(mapping).__name__}",
-                    operation="set_many",
-                )
-            )
+        rows = encode_mapping("set_many", mapping, self._limits)
+        if isinstance(rows, CacheError):
+            return Failure(rows)
         seconds = check_ttl("set_many", None, ttl)
         if isinstance(seconds, CacheError):
             return Failure(seconds)
-        pairs: list[tuple[bytes, bytes]] = []
-        for key, value in mapping.items():
-            full = self._key("set_many", key)
-            if isinstance(full, CacheError):
-                return Failure(full)
-            raw = encode_value("set_many", key, value, self._limits)
-            if isinstance(raw, CacheError):
-                return Failure(raw)
-            pairs.append((full, raw))
-        if not pairs:
+        if not rows:
             return Success(None)
+        pairs = [(self._prefix + raw_key, raw_value) for _, raw_key, _, raw_value in rows]
         if seconds is None:
-            reply = await self._call(
-                "set_many", None, "MSET", *(x for pair in pairs for x in pair), write=True
-            )
+            flat = (part for pair in pairs for part in pair)
+            reply = await self._call("set_many", None, "MSET", *flat, write=True)
             return Failure(reply) if isinstance(reply, CacheError) else Success(None)
         commands = [("MULTI",), *(("SET", k, v, "EX", seconds) for k, v in pairs), ("EXEC",)]
         replies = await self._round_trip("set_many", None, commands, write=True)

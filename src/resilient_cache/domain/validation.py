@@ -148,11 +148,42 @@ def check_pattern(operation: str, pattern: object) -> bytes | CacheError:
         return invalid(operation, None, "pattern is not encodable as UTF-8 (lone surrogate)")
 
 
-def check_key_list(operation: str, keys: object) -> list[str] | CacheError:
-    """Return ``keys`` as a list if it is a list/tuple of keys (not a single str)."""
+def encode_keys(
+    operation: str, keys: object, limits: Limits
+) -> list[tuple[str, bytes]] | CacheError:
+    """Check a batch of keys (a list or tuple, not a single str); pair each with its bytes."""
     if isinstance(keys, str | bytes) or not isinstance(keys, list | tuple):
         return invalid(operation, None, f"keys must be a list of str, got {type(keys).__name__}")
-    return list(keys)
+    encoded: list[tuple[str, bytes]] = []
+    for key in keys:
+        raw = encode_key(operation, key, limits)
+        if isinstance(raw, CacheError):
+            return raw
+        encoded.append((key, raw))
+    return encoded
+
+
+def encode_mapping(
+    operation: str, mapping: object, limits: Limits
+) -> list[tuple[str, bytes, str, bytes]] | CacheError:
+    """Check a ``{key: value}`` batch; return ``(key, key bytes, value, value bytes)`` rows.
+
+    The first bad pair rejects the whole batch, so that nothing of it is written.
+    """
+    if not isinstance(mapping, dict):
+        return invalid(
+            operation, None, f"mapping must be a dict of str to str, got {type(mapping).__name__}"
+        )
+    rows: list[tuple[str, bytes, str, bytes]] = []
+    for key, value in mapping.items():
+        raw_key = encode_key(operation, key, limits)
+        if isinstance(raw_key, CacheError):
+            return raw_key
+        raw_value = encode_value(operation, key, value, limits)
+        if isinstance(raw_value, CacheError):
+            return raw_value
+        rows.append((key, raw_key, value, raw_value))
+    return rows
 
 
 def dump_json(operation: str, key: str, value: JsonInput) -> str | CacheError:
