@@ -321,6 +321,22 @@ async def test_passwords_never_leak(redis_binary: str) -> None:
         option = RedisAdapter.from_url(f"redis://{LOOPBACK}:{port}/0", password="s3cret-pw")
         assert await option.get("k") == Success("v")
         await option.aclose()
+
+        acl = aioredis.Redis.from_url(f"redis://:s3cret-pw@{LOOPBACK}:{port}/0")
+        await acl.acl_setuser(
+            "app", enabled=True, passwords=["+app-pw"], keys=["app:*"], commands=["+@all"]
+        )
+        await acl.aclose()
+        user = RedisAdapter.from_url(f"redis://app:app-pw@{LOOPBACK}:{port}/0", namespace="app")
+        assert await user.set("k", "mine") == Success(None)
+        await user.aclose()
+        outsider = RedisAdapter.from_url(
+            f"redis://{LOOPBACK}:{port}/0", username="app", password="app-pw"
+        )
+        denied = error_of(await outsider.set("other", "v"))  # outside the user's key pattern
+        assert denied.code is ErrorCode.AUTH
+        assert "app-pw" not in denied.message
+        await outsider.aclose()
     finally:
         server.cleanup()
 
