@@ -67,6 +67,12 @@ def test_bad_settings_raise_naming_the_setting(kwargs: dict[str, object], settin
     assert info.value.setting == setting
 
 
+async def test_memory_cache_is_an_async_context_manager_like_redis_adapter() -> None:
+    async with MemoryCache() as cache:
+        assert await cache.set("k", "v") == Success(None)
+    await cache.aclose()  # closing twice is fine
+
+
 def test_manual_clock_never_goes_back() -> None:
     clock = ManualClock(start=5)
     clock.advance(1)

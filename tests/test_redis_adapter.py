@@ -349,6 +349,7 @@ def test_redact_url() -> None:
     )
     assert redact_url("unix:///run/r.sock") == "unix:///run/r.sock"
     assert redact_url("redis://host:1") == "redis://host:1"
+    assert redact_url("localhost:6379") == "localhost:6379"  # shown as typed
 
 
 # -- what goes over the wire -------------------------------------------------------------
@@ -465,12 +466,33 @@ def test_bad_options_raise_configuration_error_naming_the_setting(
     assert setting in str(info.value)
 
 
-@pytest.mark.parametrize("url", ["http://u:pw@host/0", "localhost:6379", "redis://:pw@host/notadb"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://u:pw@host/0",
+        "localhost:6379",
+        "redis://:pw@host/notadb",
+        "rediss://:pw@host/0?ssl_cert_reqs=none",  # would switch verification off
+        "redis://:pw@host/0?socket_timeout=30",  # would override the options
+        "redis://:pw@host/0?bogus=1",  # would fail every call later
+    ],
+)
 def test_bad_urls_raise_configuration_error_without_the_password(url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         RedisAdapter.from_url(url)
     assert info.value.setting == "url"
     assert "pw@" not in str(info.value)
+
+
+def test_tls_options_on_a_plain_url_are_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RedisAdapter.from_url("redis://127.0.0.1:1/0", ssl_ca_certs="/etc/ca.pem")
+    assert info.value.setting == "ssl_ca_certs"
+
+
+def test_url_query_may_carry_db_and_credentials() -> None:
+    cache = RedisAdapter.from_url("redis://127.0.0.1:1?db=3&username=u&password=pw")
+    assert repr(cache) == "RedisAdapter('127.0.0.1:1/3', namespace=None)"
 
 
 def test_bad_namespace_is_a_configuration_error() -> None:

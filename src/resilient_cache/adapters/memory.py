@@ -15,6 +15,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Self
 
 from resilient_cache.adapters._glob import glob_match
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
@@ -78,6 +79,15 @@ class MemoryCache:
 
     def __repr__(self) -> str:
         return f"MemoryCache(namespace={self._namespace!r}, entries={len(self._data)})"
+
+    async def aclose(self) -> None:
+        """Nothing to release; here so that MemoryCache stands wherever RedisAdapter does."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def namespaced(self, namespace: str) -> MemoryCache:
         """Return a view of the same store confined to ``namespace``.

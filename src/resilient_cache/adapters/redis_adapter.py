@@ -69,7 +69,7 @@ _EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
     (TimeoutError, ErrorCode.TIMEOUT),  # operation_timeout (asyncio.timeout)
     (rx.ReadOnlyError, ErrorCode.READONLY),
     (rx.OutOfMemoryError, ErrorCode.OUT_OF_MEMORY),
-    (rx.ResponseError, ErrorCode.BACKEND),  # refined by _RESPONSE_PREFIXES
+    (rx.ResponseError, ErrorCode.BACKEND),  # refined by _RESPONSE_MARKERS
     (UnicodeDecodeError, ErrorCode.SERIALIZATION),  # a client with decode_responses=True
     (rx.RedisError, ErrorCode.BACKEND),  # InvalidResponse (protocol garbage) and the rest
     (OSError, ErrorCode.CONNECTION),
@@ -303,6 +303,7 @@ class RedisAdapter:
                 "stored value is not valid UTF-8 (written by another client?)",
                 operation=operation,
                 key=key,
+                details={"server": self._display},
                 cause=exc,
             )
 

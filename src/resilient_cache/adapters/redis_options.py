@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from resilient_cache.domain.errors import ConfigurationError
 
 DEFAULT_OPERATION_TIMEOUT: Final = 0.5
+_URL_QUERY_ALLOWED: Final = frozenset({"db", "password", "username"})
+_TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +107,9 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
+    secret_in_query = any(k.lower() == "password" for k, _ in parse_qsl(parts.query))
+    if parts.password is None and not secret_in_query:
+        return url
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")
@@ -137,7 +142,17 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
         raise ConfigurationError(
             "url", f"must start with redis://, rediss:// or unix://, got {redact_url(str(url))!r}"
         )
-    path = urlsplit(url).path.strip("/")
+    parts = urlsplit(url)
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _URL_QUERY_ALLOWED:
+            # redis-py would let the URL override our settings (ssl_cert_reqs=none would
+            # switch certificate verification off) or fail every call on an unknown name
+            raise ConfigurationError(
+                "url",
+                f"query parameter {name!r} is not supported (only {sorted(_URL_QUERY_ALLOWED)}); "
+                "pass connection settings as options",
+            )
+    path = parts.path.strip("/")
     if scheme != "unix" and path and not path.isdigit():
         # redis-py would silently fall back to database 0
         raise ConfigurationError("url", f"database must be a number, got {redact_url(url)!r}")
@@ -154,7 +169,11 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
             kwargs[name] = getattr(opts, name)
     if scheme != "unix":
         kwargs["socket_keepalive"] = opts.socket_keepalive
-    if scheme == "rediss":
+    if scheme != "rediss":
+        for name in _TLS_OPTIONS:
+            if getattr(opts, name) is not None:
+                raise ConfigurationError(name, f"only applies to rediss:// URLs, not {scheme}://")
+    else:
         kwargs.update(
             ssl_cert_reqs="required",
             ssl_ca_certs=opts.ssl_ca_certs,

@@ -119,7 +119,7 @@ def check_seconds(
             return invalid(operation, key, f"{name} must be a whole number of seconds, got {ttl!r}")
         ttl = int(ttl)
     if ttl <= 0:
-        return invalid(operation, key, f"{name} must be > 0 seconds, got {ttl}")
+        return invalid(operation, key, f"{name} must be a positive number of seconds, got {ttl}")
     if ttl > MAX_TTL_SECONDS:
         return invalid(operation, key, f"{name} must be <= {MAX_TTL_SECONDS} seconds, got {ttl}")
     return ttl
