@@ -4,24 +4,43 @@
   ``MemoryCache(clock=...)`` to test expiry in microseconds.
 * :class:`~resilient_cache.MemoryCache`: a real in-process cache with Redis semantics,
   the fake to use in unit tests of code that takes a ``CacheProtocol``.
+* :class:`ScriptedCache`: wraps any cache and fails (or hangs) the calls you script, to
+  test how code, or a resilience layer, reacts to CONNECTION, TIMEOUT, READONLY...
 * :class:`RedisServer`: a private, throw-away ``redis-server`` process on a free loopback
   port, for tests that want the real thing (a real server is cheap; never mock the network).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 from resilient_cache.adapters.memory import MemoryCache
+from resilient_cache.domain.errors import CacheError, ErrorCode
+from resilient_cache.domain.protocol import CacheProtocol
+from resilient_cache.domain.result import Failure, Result
+from resilient_cache.layers._base import Call, Layer
 
-__all__ = ["LOOPBACK", "ManualClock", "MemoryCache", "RedisServer", "free_port"]
+__all__ = [
+    "LOOPBACK",
+    "ManualClock",
+    "MemoryCache",
+    "RedisServer",
+    "ScriptedCache",
+    "free_port",
+]
+
+T = TypeVar("T")
 
 LOOPBACK: Final = "127.0.0.1"
 _REDIS_DEFAULT_PORT: Final = 6379
@@ -47,6 +66,93 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a monotonic clock cannot go back")
         self.now += seconds
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    code: ErrorCode | None  # None: hang until cancelled
+    operations: frozenset[str] | None
+    maybe_applied: bool
+
+
+class ScriptedCache(Layer):
+    """A cache that fails the calls you script, in front of a real one (MemoryCache).
+
+    >>> cache = ScriptedCache()
+    >>> cache.fail(ErrorCode.CONNECTION, times=2)
+    >>> # the next two calls return Failure(CONNECTION); the third reaches the MemoryCache
+
+    ``calls`` lists the operations that reached the inner cache; ``attempts`` lists every
+    operation asked of this one, failed or not.
+    """
+
+    name = "scripted"
+
+    def __init__(self, inner: CacheProtocol | None = None) -> None:
+        super().__init__(inner if inner is not None else MemoryCache())
+        self._script: deque[_Fault] = deque()
+        self._always: _Fault | None = None
+        self.calls: list[str] = []
+        self.attempts: list[str] = []
+
+    def fail(
+        self,
+        code: ErrorCode,
+        *,
+        times: int = 1,
+        operations: Iterable[str] | None = None,
+        maybe_applied: bool = False,
+    ) -> None:
+        """Fail the next ``times`` calls (of ``operations`` only, if given) with ``code``."""
+        fault = _Fault(code, frozenset(operations) if operations else None, maybe_applied)
+        self._script.extend([fault] * times)
+
+    def fail_always(self, code: ErrorCode, *, maybe_applied: bool = False) -> None:
+        """Fail every call with ``code`` until :meth:`heal`."""
+        self._always = _Fault(code, None, maybe_applied)
+
+    def hang(self, *, times: int = 1) -> None:
+        """Make the next ``times`` calls wait until they are cancelled (a blackholed Redis)."""
+        self._script.extend([_Fault(None, None, False)] * times)
+
+    def hang_always(self) -> None:
+        """Make every call wait until cancelled, until :meth:`heal`."""
+        self._always = _Fault(None, None, False)
+
+    def heal(self) -> None:
+        """Forget the script: every call reaches the inner cache again."""
+        self._script.clear()
+        self._always = None
+
+    def _next_fault(self, operation: str) -> _Fault | None:
+        if self._always is not None:
+            return self._always
+        for fault in self._script:
+            if fault.operations is None or operation in fault.operations:
+                self._script.remove(fault)
+                return fault
+        return None
+
+    async def _around(
+        self, operation: str, key: str | None, call: Call[T]
+    ) -> Result[T, CacheError]:
+        self.attempts.append(operation)
+        fault = self._next_fault(operation)
+        if fault is None:
+            self.calls.append(operation)
+            return await call()
+        if fault.code is None:
+            await asyncio.Event().wait()  # until cancelled
+        assert fault.code is not None
+        return Failure(
+            CacheError.of(
+                fault.code,
+                "scripted fault",
+                operation=operation,
+                key=key,
+                maybe_applied=fault.maybe_applied,
+            )
+        )
 
 
 def free_port() -> int:
