@@ -1,0 +1,215 @@
+"""CircuitBreakerLayer: stop calling a Redis that keeps failing, and probe it to heal.
+
+pybreaker holds the state (closed / open / half-open), the failure and success counters
+and the listeners, but its call path does not fit asyncio: ``call_async`` needs Tornado,
+its half-open state admits every caller at once, and it counts ``CancelledError`` as a
+failure. So this layer drives pybreaker's state machine itself:
+
+* **closed**: calls pass; ``fail_max`` consecutive failures whose error ``trips_breaker``
+  (connection, timeout; optionally out-of-memory) open the circuit. Any answer from
+  Redis, even an error reply such as WRONGTYPE, resets the count.
+* **open**: calls return ``Failure(CIRCUIT_OPEN)`` at once, without any I/O, for the open
+  time; it starts at ``reset_timeout`` and doubles, up to ``reset_timeout_max``, each time
+  a probe fails, so a long outage is probed less and less often.
+* **half-open**: at most ``half_open_permits`` calls at a time go through as probes; the
+  others fail fast. ``success_threshold`` successful probes close the circuit (and reset
+  the open time); one failed probe opens it again.
+
+A cancelled call counts neither as a failure nor as a success, and gives its probe permit
+back. A ``VALIDATION`` or ``SERIALIZATION`` failure says nothing about Redis's health and
+is ignored, as is ``CIRCUIT_OPEN`` from further in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Final, TypeVar
+
+import pybreaker
+
+from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
+from resilient_cache.domain.protocol import CacheProtocol
+from resilient_cache.domain.result import Failure, Result
+from resilient_cache.layers._base import Call, Layer
+
+T = TypeVar("T")
+
+
+class BreakerState(StrEnum):
+    """The circuit's state; the value is the metric label."""
+
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+
+_FROM_PYBREAKER: Final = {
+    pybreaker.STATE_CLOSED: BreakerState.CLOSED,
+    pybreaker.STATE_HALF_OPEN: BreakerState.HALF_OPEN,
+    pybreaker.STATE_OPEN: BreakerState.OPEN,
+}
+
+_NEUTRAL: Final = frozenset({ErrorCode.VALIDATION, ErrorCode.SERIALIZATION, ErrorCode.CIRCUIT_OPEN})
+
+BreakerListener = Callable[[BreakerState, BreakerState], None]
+"""Called on every transition with ``(from_state, to_state)``."""
+
+
+class _Relay(pybreaker.CircuitBreakerListener):
+    """Forwards pybreaker's state changes to plain callables."""
+
+    def __init__(self, listeners: list[BreakerListener]) -> None:
+        self._listeners = listeners
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        old = _FROM_PYBREAKER[old_state.name] if old_state else BreakerState.CLOSED
+        for listener in self._listeners:
+            listener(old, _FROM_PYBREAKER[new_state.name])
+
+
+class CircuitBreakerLayer(Layer):
+    """A circuit breaker around one cache (normally the RedisAdapter).
+
+    Args:
+        inner: the cache to protect.
+        fail_max: consecutive tripping failures that open the circuit (default 5).
+        reset_timeout: first open time, seconds (default 5).
+        reset_timeout_max: cap of the open time as it doubles (default 60).
+        success_threshold: successful probes needed to close (default 2).
+        half_open_permits: probes allowed at once in half-open (default 1).
+        count_out_of_memory: let OUT_OF_MEMORY trip the circuit (default ``False``).
+        clock: a monotonic clock in seconds (inject one in tests).
+    """
+
+    name = "circuit_breaker"
+
+    def __init__(
+        self,
+        inner: CacheProtocol,
+        *,
+        fail_max: int = 5,
+        reset_timeout: float = 5.0,
+        reset_timeout_max: float = 60.0,
+        success_threshold: int = 2,
+        half_open_permits: int = 1,
+        count_out_of_memory: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(inner)
+        for setting, value in (
+            ("fail_max", fail_max),
+            ("success_threshold", success_threshold),
+            ("half_open_permits", half_open_permits),
+        ):
+            if value < 1:
+                raise ConfigurationError(setting, f"must be >= 1, got {value!r}")
+        if not 0 < reset_timeout <= reset_timeout_max:
+            raise ConfigurationError(
+                "reset_timeout", "must satisfy 0 < reset_timeout <= reset_timeout_max"
+            )
+        self._storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        self._listeners: list[BreakerListener] = []
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            success_threshold=success_threshold,
+            state_storage=self._storage,
+            listeners=[_Relay(self._listeners)],
+        )
+        self._base_open_time = reset_timeout
+        self._max_open_time = reset_timeout_max
+        self._open_time = reset_timeout
+        self._opened_at = 0.0
+        self._permits = half_open_permits
+        self._probes = 0
+        self._trips = frozenset(
+            {ErrorCode.CONNECTION, ErrorCode.TIMEOUT}
+            | ({ErrorCode.OUT_OF_MEMORY} if count_out_of_memory else set())
+        )
+        self._clock = clock
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state (``OPEN`` until a call finds the open time over)."""
+        return _FROM_PYBREAKER[self._breaker.current_state]
+
+    @property
+    def open_time(self) -> float:
+        """How long the circuit stays open after its latest trip, in seconds."""
+        return self._open_time
+
+    def add_listener(self, listener: BreakerListener) -> None:
+        """Call ``listener(from_state, to_state)`` on every transition."""
+        self._listeners.append(listener)
+
+    async def _around(
+        self, operation: str, key: str | None, call: Call[T]
+    ) -> Result[T, CacheError]:
+        probe = self._admit()
+        if probe is None:
+            return Failure(self._rejection(operation, key))
+        try:
+            result = await call()
+        finally:
+            if probe:
+                self._probes -= 1  # also when cancelled: the permit goes back
+        self._record(result, probe)
+        return result
+
+    def _admit(self) -> bool | None:
+        """``False``: a normal call; ``True``: a half-open probe; ``None``: rejected."""
+        state = self._breaker.current_state
+        if state == pybreaker.STATE_CLOSED:
+            return False
+        if state == pybreaker.STATE_OPEN:
+            if self._clock() - self._opened_at < self._open_time:
+                return None
+            self._breaker.half_open()
+        if self._probes >= self._permits:
+            return None
+        self._probes += 1
+        return True
+
+    def _record(self, result: Result[object, CacheError], probe: bool) -> None:
+        if isinstance(result, Failure) and result.error.code in _NEUTRAL:
+            return
+        failed = isinstance(result, Failure) and result.error.code in self._trips
+        state = self._breaker.current_state
+        if probe and state == pybreaker.STATE_HALF_OPEN:
+            if failed:
+                self._open_time = min(self._open_time * 2, self._max_open_time)
+                self._trip()
+                return
+            self._storage.increment_success_counter()
+            if self._storage.success_counter >= self._breaker.success_threshold:
+                self._open_time = self._base_open_time
+                self._breaker.close()
+        elif not probe and state == pybreaker.STATE_CLOSED:
+            if not failed:
+                self._storage.reset_counter()
+                return
+            self._storage.increment_counter()
+            if self._storage.counter >= self._breaker.fail_max:
+                self._trip()
+        # a late answer to a call admitted in another state changes nothing
+
+    def _trip(self) -> None:
+        self._opened_at = self._clock()
+        self._breaker.open()
+
+    def _rejection(self, operation: str, key: str | None) -> CacheError:
+        remaining = max(0.0, self._open_time - (self._clock() - self._opened_at))
+        return CacheError.of(
+            ErrorCode.CIRCUIT_OPEN,
+            f"circuit open after repeated failures; next probe in {remaining:.2f}s",
+            operation=operation,
+            key=key,
+            details={"retry_in": round(remaining, 3)},
+        )
