@@ -9,10 +9,16 @@ from importlib.metadata import PackageNotFoundError, version
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_options import PoolStats, RedisOptions, redact_url
+from resilient_cache.bootstrap import build_cache, get_cache
+from resilient_cache.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
 from resilient_cache.domain.validation import Limits
+from resilient_cache.layers._base import Layer
+from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
+from resilient_cache.layers.retry import RetryBudget, RetryLayer
+from resilient_cache.settings import BreakerSettings, CacheSettings, RedisSettings, RetrySettings
 
 try:
     __version__ = version("resilient-cache")
@@ -20,23 +26,36 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "BreakerSettings",
+    "BreakerState",
     "CacheEntry",
     "CacheError",
     "CacheProtocol",
+    "CacheSettings",
+    "CircuitBreakerLayer",
     "ConfigurationError",
     "DetailValue",
     "ErrorCode",
     "Failure",
     "JsonInput",
     "JsonValue",
+    "Layer",
     "Limits",
     "MemoryCache",
     "PoolStats",
     "RedisAdapter",
     "RedisOptions",
+    "RedisSettings",
     "Result",
+    "RetryBudget",
+    "RetryLayer",
+    "RetrySettings",
     "Success",
     "UnwrapError",
     "__version__",
+    "build_cache",
+    "get_cache",
+    "get_or_set",
+    "get_or_set_json",
     "redact_url",
 ]

@@ -1,0 +1,146 @@
+"""CacheSettings: everything :func:`~resilient_cache.build_cache` needs, from the environment.
+
+Variables use the prefix ``CACHE_`` and ``__`` between a group and its field::
+
+    CACHE_REDIS_URL=rediss://cache.internal:6380/0
+    CACHE_DEADLINE=0.3
+    CACHE_RETRY__ATTEMPTS=3
+    CACHE_BREAKER__RESET_TIMEOUT=10
+    CACHE_REDIS__PASSWORD=...
+
+A bad value stops the application at start-up with a :class:`ConfigurationError` naming
+the variable (``CACHE_DEADLINE: must be > 0``); the value itself is never repeated, as it
+may be a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from resilient_cache.adapters.redis_options import RedisOptions, pool_settings
+from resilient_cache.domain.errors import ConfigurationError
+
+ENV_PREFIX = "CACHE_"
+_REDIS = RedisOptions()  # the adapter's defaults, stated once
+
+
+class RetrySettings(BaseModel):
+    """The retry layer: attempts, full-jitter backoff, retry budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int = Field(2, ge=1, le=10, description="tries per call, the first included")
+    backoff_base: float = Field(0.01, gt=0, description="backoff base, seconds")
+    backoff_max: float = Field(0.1, gt=0, description="backoff cap, seconds")
+    budget_ratio: float = Field(0.2, ge=0, le=1, description="retries per call allowed")
+    budget_min_per_second: float = Field(10, ge=0, description="retries always allowed per s")
+    budget_window: int = Field(10, ge=1, le=3600, description="budget window, seconds")
+
+
+class BreakerSettings(BaseModel):
+    """The circuit breaker layer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fail_max: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    reset_timeout: float = Field(5.0, gt=0, description="first open time, seconds")
+    reset_timeout_max: float = Field(60.0, gt=0, description="cap of the doubling open time")
+    success_threshold: int = Field(2, ge=1, description="probe successes that close it")
+    half_open_permits: int = Field(1, ge=1, description="probes at once in half-open")
+    count_out_of_memory: bool = Field(False, description="let OUT_OF_MEMORY trip it")
+
+
+class RedisSettings(BaseModel):
+    """The connection: pool, timeouts, credentials, TLS (see :class:`RedisOptions`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    socket_timeout: float = Field(_REDIS.socket_timeout, gt=0)
+    connect_timeout: float = Field(_REDIS.connect_timeout, gt=0)
+    max_connections: int = Field(_REDIS.max_connections, ge=1)
+    health_check_interval: int = Field(_REDIS.health_check_interval, ge=0)
+    socket_keepalive: bool = _REDIS.socket_keepalive
+    client_name: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    db: int | None = Field(None, ge=0)
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = _REDIS.ssl_check_hostname
+
+    def options(self, *, deadline: float) -> dict[str, Any]:
+        """Keyword options for :meth:`RedisAdapter.from_url`, bounded by the deadline."""
+        options = self.model_dump(exclude_none=True)
+        if self.password is not None:
+            options["password"] = self.password.get_secret_value()
+        options["operation_timeout"] = deadline
+        return options
+
+
+class CacheSettings(BaseSettings):
+    """All settings, grouped: connection (``redis``), ``retry``, ``breaker``.
+
+    Build it from the environment with :meth:`from_env`, or in code with keywords.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    namespace: str | None = Field(None, min_length=1)
+    name: str = Field("default", min_length=1, description="the `cache` label in telemetry")
+    deadline: float = Field(0.5, gt=0, le=60, description="bound on a whole call, seconds")
+    redis: RedisSettings = RedisSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        try:
+            pool_settings(url, {})
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix("url: ")) from None
+        return url
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.redis.socket_timeout >= self.deadline:
+            # the breaker would only ever see cancellations, never a timeout to count
+            raise ConfigurationError(
+                f"{ENV_PREFIX}REDIS__SOCKET_TIMEOUT",
+                f"must be shorter than the deadline ({self.deadline}s)",
+            )
+        if self.breaker.reset_timeout > self.breaker.reset_timeout_max:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT", "must not exceed reset_timeout_max"
+            )
+        if self.retry.backoff_base > self.retry.backoff_max:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}RETRY__BACKOFF_BASE", "must not exceed backoff_max"
+            )
+
+    def redis_options(self) -> RedisOptions:
+        """The connection settings as the adapter's options value."""
+        return RedisOptions(**self.redis.options(deadline=self.deadline))
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> CacheSettings:
+        """Read ``CACHE_*`` variables; keywords win over the environment.
+
+        Raises:
+            ConfigurationError: naming the first bad variable (never echoing its value).
+        """
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, ConfigurationError):  # a check across fields, named already
+                raise cause from None
+            variable = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
+            raise ConfigurationError(variable, error["msg"]) from None

@@ -1,0 +1,166 @@
+"""Settings from the environment, the composition root, and the cache-aside helper."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from resilient_cache import (
+    BreakerState,
+    CacheSettings,
+    CircuitBreakerLayer,
+    ConfigurationError,
+    ErrorCode,
+    Failure,
+    RedisAdapter,
+    Success,
+    build_cache,
+    get_cache,
+    get_or_set,
+    get_or_set_json,
+)
+from resilient_cache.testing import ManualClock, ScriptedCache
+from tests.servers import LOOPBACK, RedisServer, free_port
+
+
+def test_settings_come_from_cache_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_REDIS_URL", "redis://cache.internal:6380/2")
+    monkeypatch.setenv("CACHE_DEADLINE", "0.3")
+    monkeypatch.setenv("CACHE_NAMESPACE", "checkout")
+    monkeypatch.setenv("CACHE_RETRY__ATTEMPTS", "3")
+    monkeypatch.setenv("CACHE_BREAKER__RESET_TIMEOUT", "10")
+    monkeypatch.setenv("CACHE_REDIS__PASSWORD", "pa55")
+    monkeypatch.setenv("CACHE_REDIS__SOCKET_TIMEOUT", "0.1")
+    settings = CacheSettings.from_env()
+    assert settings.redis_url == "redis://cache.internal:6380/2"
+    assert settings.deadline == 0.3
+    assert settings.namespace == "checkout"
+    assert settings.retry.attempts == 3
+    assert settings.breaker.reset_timeout == 10
+    assert settings.redis_options().password == "pa55"
+    assert settings.redis_options().operation_timeout == 0.3  # bounded by the deadline
+    assert "pa55" not in repr(settings)
+    assert "cache.internal" not in repr(settings)  # the URL may hold a password too
+
+
+def test_defaults_match_the_design() -> None:
+    settings = CacheSettings()
+    assert settings.deadline == 0.5
+    assert (settings.retry.attempts, settings.retry.backoff_base, settings.retry.backoff_max) == (
+        2, 0.01, 0.1
+    )  # fmt: skip
+    assert (settings.retry.budget_ratio, settings.retry.budget_min_per_second) == (0.2, 10)
+    b = settings.breaker
+    assert (b.fail_max, b.reset_timeout, b.reset_timeout_max) == (5, 5.0, 60.0)
+    assert (b.success_threshold, b.half_open_permits) == (2, 1)
+    assert (settings.redis.socket_timeout, settings.redis.connect_timeout) == (0.25, 0.5)
+    assert settings.redis.max_connections == 50
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CACHE_DEADLINE", "-1"),
+        ("CACHE_DEADLINE", "soon"),
+        ("CACHE_REDIS_URL", "http://user:s3cret@x"),
+        ("CACHE_REDIS_URL", "redis://x/0?ssl_cert_reqs=none"),
+        ("CACHE_RETRY__ATTEMPTS", "0"),
+        ("CACHE_RETRY__BUDGET_RATIO", "1.5"),
+        ("CACHE_BREAKER__FAIL_MAX", "0"),
+        ("CACHE_REDIS__MAX_CONNECTIONS", "0"),
+        ("CACHE_REDIS__SOCKET_TIMEOUT", "0.6"),  # longer than the 0.5 s deadline
+        ("CACHE_BREAKER__RESET_TIMEOUT", "120"),  # beyond reset_timeout_max
+    ],
+)
+def test_a_bad_variable_fails_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as info:
+        build_cache()
+    assert info.value.setting == variable
+    assert str(info.value).startswith(f"{variable}: ")
+    assert "s3cret" not in str(info.value)
+
+
+def test_the_stack_order_is_retry_then_breaker_then_redis() -> None:
+    cache = build_cache(CacheSettings())
+    assert cache.layers == ("retry", "circuit_breaker", "RedisAdapter")
+
+
+def test_get_cache_is_one_instance_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_NAMESPACE", "app")
+    get_cache.cache_clear()
+    try:
+        assert get_cache() is get_cache()
+    finally:
+        get_cache.cache_clear()
+
+
+async def test_the_built_stack_works_against_redis(redis_server: RedisServer) -> None:
+    async with build_cache(CacheSettings(redis_url=redis_server.url, namespace="t")) as cache:
+        assert await cache.set("k", "v", ttl=10) == Success(None)
+        assert await cache.get("k") == Success("v")
+        assert await cache.increment("n") == Success(1)
+
+
+async def test_a_down_redis_opens_the_breaker_and_calls_fail_fast() -> None:
+    clock = ManualClock()
+    settings = CacheSettings(redis_url=f"redis://{LOOPBACK}:{free_port()}/0")
+    cache = build_cache(settings, clock=clock)
+    breaker = cache.inner
+    assert isinstance(breaker, CircuitBreakerLayer)
+    for _ in range(3):  # 2 attempts each: the 5th failure opens the circuit
+        result = await cache.get("k")
+        assert isinstance(result, Failure)
+    assert breaker.state is BreakerState.OPEN
+    started = time.perf_counter()
+    result = await cache.get("k")
+    assert time.perf_counter() - started < 0.001
+    assert isinstance(result, Failure)
+    assert result.error.code is ErrorCode.CIRCUIT_OPEN
+    await cache.aclose()
+
+
+async def test_get_or_set_treats_every_failure_as_a_miss() -> None:
+    scripted = ScriptedCache()
+    loads: list[str] = []
+
+    async def loader() -> str:
+        loads.append("db")
+        return "from the database"
+
+    assert await get_or_set(scripted, "k", loader, ttl=60) == "from the database"
+    assert await get_or_set(scripted, "k", loader, ttl=60) == "from the database"
+    assert loads == ["db"]  # the second came from the cache
+    scripted.fail_always(ErrorCode.CONNECTION)
+    assert await get_or_set(scripted, "k", loader) == "from the database"
+    assert loads == ["db", "db"]
+
+
+async def test_get_or_set_lets_loader_errors_through() -> None:
+    async def broken() -> str:
+        raise LookupError("no such user")
+
+    with pytest.raises(LookupError):
+        await get_or_set(ScriptedCache(), "k", broken)
+
+
+async def test_get_or_set_json_round_trips() -> None:
+    cache = ScriptedCache()
+
+    async def loader() -> dict[str, int]:
+        return {"a": 1}
+
+    assert await get_or_set_json(cache, "j", loader) == {"a": 1}
+    assert await cache.get_json("j") == Success({"a": 1})
+    cache.fail_always(ErrorCode.TIMEOUT)
+    assert await get_or_set_json(cache, "j", loader) == {"a": 1}
+
+
+def test_an_adapter_is_built_with_the_deadline_as_operation_timeout() -> None:
+    cache = build_cache(CacheSettings(deadline=0.3))
+    adapter = cache.inner.inner  # type: ignore[attr-defined]
+    assert isinstance(adapter, RedisAdapter)
+    assert adapter._timeout == 0.3
