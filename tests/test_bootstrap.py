@@ -54,7 +54,8 @@ def test_defaults_match_the_design() -> None:
     b = settings.breaker
     assert (b.fail_max, b.reset_timeout, b.reset_timeout_max) == (5, 5.0, 60.0)
     assert (b.success_threshold, b.half_open_permits) == (2, 1)
-    assert (settings.redis.socket_timeout, settings.redis.connect_timeout) == (0.25, 0.5)
+    assert (settings.redis.socket_timeout, settings.redis.connect_timeout) == (None, 0.5)
+    assert settings.redis_options().socket_timeout == 0.5  # a reply within the deadline is fine
     assert settings.redis.max_connections == 50
 
 

@@ -58,7 +58,9 @@ class RedisSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    socket_timeout: float = Field(_REDIS.socket_timeout, gt=0)
+    socket_timeout: float | None = Field(
+        None, gt=0, description="bound on one reply; default: the deadline"
+    )
     connect_timeout: float = Field(_REDIS.connect_timeout, gt=0)
     max_connections: int = Field(_REDIS.max_connections, ge=1)
     health_check_interval: int = Field(_REDIS.health_check_interval, ge=0)
@@ -77,6 +79,9 @@ class RedisSettings(BaseModel):
         options = self.model_dump(exclude_none=True)
         if self.password is not None:
             options["password"] = self.password.get_secret_value()
+        # A reply that arrives within the deadline is a success: per-attempt bounds default
+        # to the deadline, and the retry layer's deadline cuts whatever runs longer.
+        options.setdefault("socket_timeout", deadline)
         options["operation_timeout"] = deadline
         return options
 
@@ -109,11 +114,10 @@ class CacheSettings(BaseSettings):
         return url
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.redis.socket_timeout >= self.deadline:
-            # the breaker would only ever see cancellations, never a timeout to count
+        if self.redis.socket_timeout is not None and self.redis.socket_timeout > self.deadline:
             raise ConfigurationError(
                 f"{ENV_PREFIX}REDIS__SOCKET_TIMEOUT",
-                f"must be shorter than the deadline ({self.deadline}s)",
+                f"must not exceed the deadline ({self.deadline}s)",
             )
         if self.breaker.reset_timeout > self.breaker.reset_timeout_max:
             raise ConfigurationError(

@@ -220,3 +220,21 @@ def test_bad_settings_raise(kwargs: dict[str, object], setting: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         CircuitBreakerLayer(ScriptedCache(), **kwargs)  # type: ignore[arg-type]
     assert info.value.setting == setting
+
+
+async def test_calls_cut_by_the_retry_deadline_count_as_timeouts(
+    scripted: ScriptedCache, clock: ManualClock, transitions: list[Transition]
+) -> None:
+    from resilient_cache.layers.retry import RetryLayer  # noqa: PLC0415
+
+    layer = breaker(scripted, clock, transitions)
+    stack = RetryLayer(layer, deadline=0.02)
+    scripted.hang_always()  # a blackholed Redis: only the deadline ends each call
+    for _ in range(5):
+        result = await stack.get("k")
+        assert isinstance(result, Failure)
+        assert result.error.code is ErrorCode.TIMEOUT
+    assert layer.state is OPEN
+    result = await stack.get("k")
+    assert isinstance(result, Failure)
+    assert result.error.code is ErrorCode.CIRCUIT_OPEN

@@ -15,13 +15,15 @@ failure. So this layer drives pybreaker's state machine itself:
   others fail fast. ``success_threshold`` successful probes close the circuit (and reset
   the open time); one failed probe opens it again.
 
-A cancelled call counts neither as a failure nor as a success, and gives its probe permit
-back. A ``VALIDATION`` or ``SERIALIZATION`` failure says nothing about Redis's health and
+A call cut by the deadline of the retry layer counts as a TIMEOUT failure; a call the
+caller cancelled counts neither as a failure nor as a success. Either way a probe gives its
+permit back. A ``VALIDATION`` or ``SERIALIZATION`` failure says nothing about Redis's health and
 is ignored, as is ``CIRCUIT_OPEN`` from further in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -32,7 +34,7 @@ import pybreaker
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers._base import Call, Layer, deadline_expired
 
 T = TypeVar("T")
 
@@ -52,6 +54,10 @@ _FROM_PYBREAKER: Final = {
 }
 
 _NEUTRAL: Final = frozenset({ErrorCode.VALIDATION, ErrorCode.SERIALIZATION, ErrorCode.CIRCUIT_OPEN})
+
+_DEADLINE_HIT: Final = CacheError.of(
+    ErrorCode.TIMEOUT, "cut by the call's deadline", operation="(deadline)"
+)
 
 BreakerListener = Callable[[BreakerState, BreakerState], None]
 """Called on every transition with ``(from_state, to_state)``."""
@@ -157,6 +163,10 @@ class CircuitBreakerLayer(Layer):
             return Failure(self._rejection(operation, key))
         try:
             result = await call()
+        except asyncio.CancelledError:
+            if deadline_expired():  # cut by the call's deadline: Redis was too slow
+                self._record(Failure(_DEADLINE_HIT), probe)
+            raise  # the caller's own cancellation counts for nothing
         finally:
             if probe:
                 self._probes -= 1  # also when cancelled: the permit goes back

@@ -1,7 +1,9 @@
 """RetryLayer: one owner of retries and of the per-call deadline.
 
 * **A deadline over the whole call.** ``asyncio.timeout`` bounds every attempt, backoff
-  and wait for a connection together; past it the caller gets ``Failure(TIMEOUT)``.
+  and wait for a connection together; past it the caller gets ``Failure(TIMEOUT)``. The
+  deadline is published in a context variable, so that the breaker further in counts an
+  attempt cut by it as a timeout, unlike a caller's own cancellation.
 * **Only what is safe.** An attempt is repeated only when its error says ``retryable``
   (the code table in :mod:`resilient_cache.domain.errors`): never a validation error,
   never ``CIRCUIT_OPEN``, and never an ``increment``/``decrement`` whose command may have
@@ -36,7 +38,7 @@ from tenacity.stop import stop_base
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers._base import Call, Layer, call_deadline
 
 T = TypeVar("T")
 
@@ -169,6 +171,7 @@ class RetryLayer(Layer):
     ) -> Result[T, CacheError]:
         self._budget.record_call()
         deadline_at = asyncio.get_running_loop().time() + self._deadline
+        token = call_deadline.set(deadline_at)
         try:
             async with asyncio.timeout_at(deadline_at):
                 first = await call()
@@ -187,6 +190,8 @@ class RetryLayer(Layer):
                     cause=exc,
                 )
             )
+        finally:
+            call_deadline.reset(token)
 
     def _budget_exhausted(self, operation: str) -> None:
         if self._on_budget_exhausted is not None:
