@@ -5,6 +5,8 @@
 # apt packages are installed as root, or through `sudo` when it works without a
 # password; otherwise this prints what to install and exits non-zero.
 # Servers are never started here (the tests and the demo start their own).
+# Go programs (toxiproxy-server) are built from a pinned tag into .tools/bin (gitignored),
+# with go's default GOPATH/GOCACHE; a Go that is missing or too old is provided first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -83,13 +85,80 @@ ensure_apt() {
 }
 
 # ---------------------------------------------------------------------------
-# Go-installed tools (into $TOOLS_BIN)                       -- NOT IMPLEMENTED YET
+# Go-installed tools (into $TOOLS_BIN)
 # ---------------------------------------------------------------------------
-# Planned: Toxiproxy, pinned to a release tag, built with
-#     GOBIN="$TOOLS_BIN" go install github.com/Shopify/toxiproxy/v2/cmd/server@<tag>
-# and the resulting "$TOOLS_BIN/server" renamed to "$TOOLS_BIN/toxiproxy-server"
-# (skip when toxiproxy-server is already on PATH; require `go`, installable via ensure_apt).
-# Add an ensure_go_tool function here and call it from main below.
+# Toxiproxy (fault-injection tests): v2.12.0 (2025-03) is its newest release that the Go
+# module proxy serves (`go list -m -versions` shows only v2.3.0 and v2.5.0, but exact tags up
+# to v2.12.0 are served; v2.13.0 is not). Its go.mod needs Go >= 1.23.
+TOXIPROXY_MODULE=github.com/Shopify/toxiproxy/v2
+TOXIPROXY_VERSION=v2.12.0
+TOXIPROXY_MIN_GO=23
+# When the local `go` is older than a tool needs (Debian 12's golang-go is 1.19), this
+# official toolchain is fetched as a Go module (golang.org/toolchain) and used instead.
+GO_FALLBACK_TOOLCHAIN=go1.26.8
+
+# go_minor GO: print the minor version of a go command (go1.23.4 -> 23).
+go_minor() {
+    local version
+    version="$("$1" env GOVERSION 2>/dev/null)" || return 1
+    [[ "$version" =~ ^go1\.([0-9]+) ]] || return 1
+    printf '%s\n' "${BASH_REMATCH[1]}"
+}
+
+# ensure_go MIN_MINOR: set GO to a go command of version 1.MIN_MINOR or newer.
+ensure_go() {
+    local min="$1" have dir
+    ensure_apt golang-go go
+    # Without HOME, go has no default cache or GOPATH: keep them in .tools (gitignored).
+    if [[ -z "${HOME:-}" ]]; then
+        export GOPATH="${GOPATH:-$ROOT/.tools/gopath}" GOCACHE="${GOCACHE:-$ROOT/.tools/gocache}"
+    fi
+    GO="$(command -v go)"
+    have="$(go_minor "$GO")" || die "cannot tell the version of $GO"
+    if (( have >= min )); then
+        return 0
+    fi
+    local toolchain
+    toolchain="golang.org/toolchain@v0.0.1-$GO_FALLBACK_TOOLCHAIN.$("$GO" env GOOS)-$("$GO" env GOARCH)"
+    log "go 1.$have is older than 1.$min: fetching $toolchain"
+    mkdir -p "$TOOLS_BIN"
+    dir="$(cd "$TOOLS_BIN" && GOTOOLCHAIN=local "$GO" mod download -json "$toolchain" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    [[ -n "$dir" && -f "$dir/bin/go" ]] || die "could not fetch $toolchain"
+    # Module zips carry no file modes: make the toolchain's programs executable.
+    chmod u+x "$dir"/bin/* "$dir"/pkg/tool/*/*
+    GO="$dir/bin/go"
+    unset GOROOT   # a GOROOT set for the old go would mislead the new one
+}
+
+# ensure_go_tool BINARY PACKAGE VERSION MIN_GO_MINOR [LDFLAGS]: unless BINARY is on PATH,
+# build the Go main PACKAGE at VERSION with `go install` and put it in $TOOLS_BIN as BINARY
+# (go names it after the package's last path element, e.g. "server"). A BINARY of our own in
+# $TOOLS_BIN whose `-version` does not name VERSION is rebuilt (the pin was moved).
+ensure_go_tool() {
+    local binary="$1" package="$2" version="$3" min_go="$4" ldflags="${5:-}" found
+    if found="$(command -v "$binary")"; then
+        if [[ "$found" != "$TOOLS_BIN/$binary" ]] \
+            || [[ "$("$found" -version 2>&1 || true)" == *"${version#v}"* ]]; then
+            return 0
+        fi
+        log "$found is not $version: rebuilding it"
+    fi
+    ensure_go "$min_go"
+    mkdir -p "$TOOLS_BIN"
+    # Build into a scratch GOBIN so no half-built or generically named file lands on PATH.
+    local gobin start=$SECONDS
+    gobin="$(mktemp -d "$ROOT/.tools/gobin.XXXXXX")"
+    log "go install $package@$version (as $binary)"
+    if ! GOBIN="$gobin" GOTOOLCHAIN=local "$GO" install -ldflags="$ldflags" "$package@$version"; then
+        rm -rf "$gobin"
+        die "go install $package@$version failed"
+    fi
+    mv -f "$gobin/${package##*/}" "$TOOLS_BIN/$binary"
+    rm -rf "$gobin"
+    hash -r
+    log "installed $TOOLS_BIN/$binary in $((SECONDS - start))s: $("$TOOLS_BIN/$binary" -version 2>&1 || true)"
+}
 
 # ---------------------------------------------------------------------------
 # What the project needs
@@ -98,7 +167,8 @@ main() {
     ensure_apt redis-server redis-server
     ensure_apt openssl openssl                     # TLS test certificates
     # ensure_apt prometheus prometheus            # later: metrics tests
-    # ensure_go_tool toxiproxy-server ...          # later: fault-injection tests
+    ensure_go_tool toxiproxy-server "$TOXIPROXY_MODULE/cmd/server" "$TOXIPROXY_VERSION" \
+        "$TOXIPROXY_MIN_GO" "-s -w -X $TOXIPROXY_MODULE.Version=${TOXIPROXY_VERSION#v}"
 }
 
 main "$@"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 from resilient_cache.testing import LOOPBACK, free_port, stop_process
 
@@ -126,7 +127,7 @@ class Toxiproxy:
 
     def get_proxy(self, name: str) -> Proxy:
         """The proxy called ``name`` (:class:`ToxiproxyError` 404 if there is none)."""
-        return Proxy(self, self.request("GET", f"/proxies/{name}"))
+        return Proxy(self, self.request("GET", f"/proxies/{quote(name, safe='')}"))
 
     def proxies(self) -> dict[str, Proxy]:
         """All proxies, by name."""
@@ -174,7 +175,7 @@ class Proxy:
 
     @property
     def _path(self) -> str:
-        return f"/proxies/{self.name}"
+        return f"/proxies/{quote(self.name, safe='')}"
 
     def enable(self) -> None:
         """Listen again (on the same address)."""
@@ -210,7 +211,7 @@ class Proxy:
         return Toxic.from_json(self.client.request("POST", f"{self._path}/toxics", body))
 
     def remove_toxic(self, name: str) -> None:
-        self.client.request("DELETE", f"{self._path}/toxics/{name}")
+        self.client.request("DELETE", f"{self._path}/toxics/{quote(name, safe='')}")
 
     @contextmanager
     def toxic(
