@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from resilient_cache import (
     BreakerState,
@@ -13,6 +14,7 @@ from resilient_cache import (
     ConfigurationError,
     ErrorCode,
     Failure,
+    ObservabilitySettings,
     RedisAdapter,
     Success,
     build_cache,
@@ -85,9 +87,18 @@ def test_a_bad_variable_fails_start_up_naming_it(
     assert "s3cret" not in str(info.value)
 
 
-def test_the_stack_order_is_retry_then_breaker_then_redis() -> None:
-    cache = build_cache(CacheSettings())
-    assert cache.layers == ("retry", "circuit_breaker", "RedisAdapter")
+def test_the_stack_order_is_telemetry_then_retry_then_breaker_then_redis() -> None:
+    cache = build_cache(CacheSettings(), registry=CollectorRegistry())
+    assert cache.layers == (
+        "metrics", "tracing", "logging", "retry", "circuit_breaker", "RedisAdapter"
+    )  # fmt: skip
+
+
+def test_telemetry_layers_can_be_switched_off() -> None:
+    settings = CacheSettings(
+        observability=ObservabilitySettings(metrics=False, tracing=False, logging=False)
+    )
+    assert build_cache(settings).layers == ("retry", "circuit_breaker", "RedisAdapter")
 
 
 def test_get_cache_is_one_instance_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +111,8 @@ def test_get_cache_is_one_instance_per_process(monkeypatch: pytest.MonkeyPatch) 
 
 
 async def test_the_built_stack_works_against_redis(redis_server: RedisServer) -> None:
-    async with build_cache(CacheSettings(redis_url=redis_server.url, namespace="t")) as cache:
+    settings = CacheSettings(redis_url=redis_server.url, namespace="t")
+    async with build_cache(settings, registry=CollectorRegistry()) as cache:
         assert await cache.set("k", "v", ttl=10) == Success(None)
         assert await cache.get("k") == Success("v")
         assert await cache.increment("n") == Success(1)
@@ -109,9 +121,9 @@ async def test_the_built_stack_works_against_redis(redis_server: RedisServer) ->
 async def test_a_down_redis_opens_the_breaker_and_calls_fail_fast() -> None:
     clock = ManualClock()
     settings = CacheSettings(redis_url=f"redis://{LOOPBACK}:{free_port()}/0")
-    cache = build_cache(settings, clock=clock)
-    breaker = cache.inner
-    assert isinstance(breaker, CircuitBreakerLayer)
+    cache = build_cache(settings, clock=clock, registry=CollectorRegistry())
+    breaker = cache.find(CircuitBreakerLayer)
+    assert breaker is not None
     for _ in range(3):  # 2 attempts each: the 5th failure opens the circuit
         result = await cache.get("k")
         assert isinstance(result, Failure)
@@ -161,7 +173,7 @@ async def test_get_or_set_json_round_trips() -> None:
 
 
 def test_an_adapter_is_built_with_the_deadline_as_operation_timeout() -> None:
-    cache = build_cache(CacheSettings(deadline=0.3))
-    adapter = cache.inner.inner  # type: ignore[attr-defined]
-    assert isinstance(adapter, RedisAdapter)
+    cache = build_cache(CacheSettings(deadline=0.3), registry=CollectorRegistry())
+    adapter = cache.find(RedisAdapter)
+    assert adapter is not None
     assert adapter._timeout == 0.3

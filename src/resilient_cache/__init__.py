@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
-from resilient_cache.adapters.redis_options import PoolStats, RedisOptions, redact_url
+from resilient_cache.adapters.redis_options import Endpoint, PoolStats, RedisOptions, redact_url
 from resilient_cache.bootstrap import build_cache, get_cache
 from resilient_cache.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
@@ -17,8 +17,17 @@ from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
 from resilient_cache.domain.validation import Limits
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
+from resilient_cache.layers.logs import LoggingLayer
+from resilient_cache.layers.metrics import MetricsLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
-from resilient_cache.settings import BreakerSettings, CacheSettings, RedisSettings, RetrySettings
+from resilient_cache.layers.tracing import TracingLayer
+from resilient_cache.settings import (
+    BreakerSettings,
+    CacheSettings,
+    ObservabilitySettings,
+    RedisSettings,
+    RetrySettings,
+)
 
 try:
     __version__ = version("resilient-cache")
@@ -35,13 +44,17 @@ __all__ = [
     "CircuitBreakerLayer",
     "ConfigurationError",
     "DetailValue",
+    "Endpoint",
     "ErrorCode",
     "Failure",
     "JsonInput",
     "JsonValue",
     "Layer",
     "Limits",
+    "LoggingLayer",
     "MemoryCache",
+    "MetricsLayer",
+    "ObservabilitySettings",
     "PoolStats",
     "RedisAdapter",
     "RedisOptions",
@@ -51,6 +64,7 @@ __all__ = [
     "RetryLayer",
     "RetrySettings",
     "Success",
+    "TracingLayer",
     "UnwrapError",
     "__version__",
     "build_cache",

@@ -2,15 +2,21 @@
 
 The order, outermost first, and why::
 
-    caller -> RetryLayer -> CircuitBreakerLayer -> RedisAdapter -> Redis
-              deadline,     state machine,         pool, one attempt
-              budget        half-open probes       per call, no retry
+    caller
+      -> MetricsLayer         what callers see: RED, hits/misses/fallbacks
+      -> TracingLayer         one OpenTelemetry CLIENT span per call
+      -> LoggingLayer         failures, retries, breaker transitions
+      -> RetryLayer           the deadline over the whole call; safe retries; retry budget
+      -> CircuitBreakerLayer  closed / open / half-open; probes; no I/O while open
+      -> RedisAdapter         the pool; one network attempt per call; errors mapped
+      -> Redis
 
 Retry sits OUTSIDE the breaker (Resilience4j's default aspect order, Polly's standard
 pipeline): an open breaker answers CIRCUIT_OPEN, which is not retryable, so retries stop
 at once instead of hammering a Redis that is known to be down; and the deadline bounds
-everything, breaker included. Telemetry layers will sit outermost, to record what the
-caller sees.
+everything, breaker included. Telemetry sits outermost and records what the caller sees;
+per-attempt events (retries, budget, breaker transitions) reach it through listeners, so
+nothing is wrapped twice. Each telemetry layer can be switched off in the settings.
 """
 
 from __future__ import annotations
@@ -19,17 +25,29 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
+from typing import Any
+
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
+from resilient_cache.layers.logs import LoggingLayer
+from resilient_cache.layers.metrics import MetricsLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
+from resilient_cache.layers.tracing import TracingLayer
 from resilient_cache.settings import CacheSettings
 
 
 def build_cache(
     settings: CacheSettings | None = None,
     *,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    logger: Any = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Layer:
@@ -37,6 +55,10 @@ def build_cache(
 
     Args:
         settings: the settings (default: read ``CACHE_*`` from the environment).
+        registry: the Prometheus registry (default: prometheus-client's global one).
+        tracer_provider: OpenTelemetry tracer provider (default: the global one).
+        meter_provider: OpenTelemetry meter provider (default: the global one).
+        logger: a structlog logger (default: ``structlog.get_logger("resilient_cache")``).
         clock: the monotonic clock of the breaker and the retry budget (a test seam).
         sleep: the retry backoff's sleep (a test seam).
 
@@ -48,12 +70,12 @@ def build_cache(
         ConfigurationError: a bad setting, named.
     """
     settings = settings or CacheSettings.from_env()
+    b, r, o = settings.breaker, settings.retry, settings.observability
     adapter = RedisAdapter.from_url(
         settings.redis_url,
         namespace=settings.namespace,
         **settings.redis.options(deadline=settings.deadline),
     )
-    b, r = settings.breaker, settings.retry
     breaker = CircuitBreakerLayer(
         adapter,
         fail_max=b.fail_max,
@@ -64,7 +86,7 @@ def build_cache(
         count_out_of_memory=b.count_out_of_memory,
         clock=clock,
     )
-    return RetryLayer(
+    retry = RetryLayer(
         breaker,
         attempts=r.attempts,
         backoff_base=r.backoff_base,
@@ -73,6 +95,39 @@ def build_cache(
         budget=RetryBudget(r.budget_ratio, r.budget_min_per_second, r.budget_window, clock),
         sleep=sleep,
     )
+    stack: Layer = retry
+    if o.logging:
+        stack = logs = LoggingLayer(
+            stack, cache_name=settings.name, logger=logger,
+            log_keys=o.log_keys, debug=o.log_successes,
+        )  # fmt: skip
+        _listen(logs, retry, breaker)
+    if o.tracing:
+        endpoint = adapter.endpoint
+        server: dict[str, str | int] = {
+            "server.address": endpoint.address,
+            "db.namespace": str(endpoint.db),
+        }
+        if endpoint.port is not None:
+            server["server.port"] = endpoint.port
+        stack = tracing = TracingLayer(
+            stack, server=server, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        retry.add_retry_listener(tracing.on_retry)
+    if o.metrics:
+        stack = metrics = MetricsLayer(stack, cache_name=settings.name, registry=registry)
+        _listen(metrics, retry, breaker)
+        metrics.watch_pool(adapter.pool_stats)
+    return stack
+
+
+def _listen(
+    listener: LoggingLayer | MetricsLayer, retry: RetryLayer, breaker: CircuitBreakerLayer
+) -> None:
+    """Per-attempt events reach the outer telemetry layers through hooks, not re-wrapping."""
+    retry.add_retry_listener(listener.on_retry)
+    retry.add_budget_listener(listener.on_budget_exhausted)
+    breaker.add_listener(listener.on_breaker_transition)
 
 
 @cache

@@ -53,6 +53,18 @@ class BreakerSettings(BaseModel):
     count_out_of_memory: bool = Field(False, description="let OUT_OF_MEMORY trip it")
 
 
+class ObservabilitySettings(BaseModel):
+    """Which telemetry layers the stack gets, and how chatty the logs are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metrics: bool = Field(True, description="Prometheus metrics (MetricsLayer)")
+    tracing: bool = Field(True, description="OpenTelemetry spans and histogram (TracingLayer)")
+    logging: bool = Field(True, description="structlog events (LoggingLayer)")
+    log_keys: bool = Field(False, description="include keys in failure events (PII!)")
+    log_successes: bool = Field(False, description="a debug event per successful call")
+
+
 class RedisSettings(BaseModel):
     """The connection: pool, timeouts, credentials, TLS (see :class:`RedisOptions`)."""
 
@@ -87,7 +99,7 @@ class RedisSettings(BaseModel):
 
 
 class CacheSettings(BaseSettings):
-    """All settings, grouped: connection (``redis``), ``retry``, ``breaker``.
+    """All settings, grouped: connection (``redis``), ``retry``, ``breaker``, ``observability``.
 
     Build it from the environment with :meth:`from_env`, or in code with keywords.
     """
@@ -103,6 +115,7 @@ class CacheSettings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     @field_validator("redis_url")
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from resilient_cache import (
     BreakerState,
@@ -92,11 +93,11 @@ class Stack:
 @contextlib.asynccontextmanager
 async def stack_for(url: str) -> AsyncIterator[Stack]:
     clock = ManualClock()
-    cache = build_cache(CacheSettings(redis_url=url), clock=clock)
-    breaker = cache.inner
-    assert isinstance(breaker, CircuitBreakerLayer)
-    adapter = breaker.inner
-    assert isinstance(adapter, RedisAdapter)
+    cache = build_cache(CacheSettings(redis_url=url), clock=clock, registry=CollectorRegistry())
+    breaker = cache.find(CircuitBreakerLayer)
+    adapter = cache.find(RedisAdapter)
+    assert breaker is not None
+    assert adapter is not None
     stack = Stack(cache, breaker, adapter, clock)
     breaker.add_listener(
         lambda old, new: (

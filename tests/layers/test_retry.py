@@ -138,7 +138,8 @@ async def test_the_budget_stops_retry_storms(scripted: ScriptedCache, sleeps: Sl
     clock = ManualClock()
     exhausted: list[str] = []
     budget = RetryBudget(ratio=0.2, min_per_second=0, window=10, clock=clock)
-    cache = layer(scripted, sleeps, attempts=2, budget=budget, on_budget_exhausted=exhausted.append)
+    cache = layer(scripted, sleeps, attempts=2, budget=budget)
+    cache.add_budget_listener(exhausted.append)
     scripted.fail_always(ErrorCode.CONNECTION)
     for _ in range(100):
         await cache.get("k")
@@ -160,7 +161,8 @@ async def test_the_budget_floor_lets_a_quiet_service_retry() -> None:
 
 async def test_on_retry_sees_each_retry(scripted: ScriptedCache, sleeps: Sleeps) -> None:
     seen: list[tuple[str, ErrorCode]] = []
-    cache = layer(scripted, sleeps, attempts=3, on_retry=lambda op, e: seen.append((op, e.code)))
+    cache = layer(scripted, sleeps, attempts=3)
+    cache.add_retry_listener(lambda op, e: seen.append((op, e.code)))
     scripted.fail(ErrorCode.CONNECTION)
     scripted.fail(ErrorCode.READONLY)
     assert await cache.exists("k") == Success(False)

@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from resilient_cache.adapters._glob import glob_escape
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
+    Endpoint,
     PoolStats,
     RedisOptions,
     pool_settings,
@@ -132,6 +133,11 @@ class RedisAdapter:
             kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         )
         self._display = f"{where}/{kwargs.get('db', 0)}"
+        self._endpoint = Endpoint(
+            address=str(kwargs.get("path") or kwargs.get("host", "localhost")),
+            port=None if kwargs.get("path") else int(kwargs.get("port", 6379)),
+            db=int(kwargs.get("db", 0)),
+        )
 
     @classmethod
     def from_url(
@@ -195,6 +201,11 @@ class RedisAdapter:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where this adapter connects: address (host or socket path), port, database."""
+        return self._endpoint
 
     def pool_stats(self) -> PoolStats:
         """Count the pool's connections (for the pool gauge; also shows leaks in tests)."""

@@ -93,6 +93,15 @@ class RedisOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where an adapter connects (for telemetry: ``server.address``, ``server.port``)."""
+
+    address: str
+    port: int | None
+    db: int
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the connection pool: connections idle, in use, and the cap."""
 

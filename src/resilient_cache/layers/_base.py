@@ -20,6 +20,7 @@ from resilient_cache.domain.protocol import CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Result
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 Call = Callable[[], Awaitable[Result[T, CacheError]]]
 """A thunk performing one protocol call on the inner cache."""
@@ -57,6 +58,19 @@ class Layer(ABC):
         """Names from the outermost layer to the backend: ``("retry", ..., "RedisAdapter")``."""
         inner_layers: tuple[str, ...] | None = getattr(self._inner, "layers", None)
         return (self.name, *(inner_layers or (type(self._inner).__name__,)))
+
+    def find(self, kind: type[K]) -> K | None:
+        """The first layer (or the backend) of type ``kind`` from here inwards, if any.
+
+        >>> breaker = cache.find(CircuitBreakerLayer)  # doctest: +SKIP
+        """
+        node: object = self
+        while True:
+            if isinstance(node, kind):
+                return node
+            if not isinstance(node, Layer):
+                return None
+            node = node.inner
 
     @abstractmethod
     async def _around(

@@ -120,10 +120,10 @@ class RetryLayer(Layer):
         backoff_base: full-jitter exponential backoff base, seconds (default 0.01).
         backoff_max: backoff cap, seconds (default 0.1).
         deadline: bound on the whole call, retries included, seconds (default 0.5).
-        budget: the retry budget (default: 20% of calls + 10/s over 10 s); ``None``: none.
-        on_retry: called before each retry (metrics and logs hook in here).
-        on_budget_exhausted: called when a retry is refused because the budget is spent.
+        budget: the retry budget (default: 20% of calls + 10/s over 10 s).
         sleep: the backoff's sleep (inject a fake one in tests).
+
+    Telemetry hooks in with :meth:`add_retry_listener` and :meth:`add_budget_listener`.
     """
 
     name = "retry"
@@ -137,8 +137,6 @@ class RetryLayer(Layer):
         backoff_max: float = 0.1,
         deadline: float = 0.5,
         budget: RetryBudget | None = None,
-        on_retry: RetryHook | None = None,
-        on_budget_exhausted: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         super().__init__(inner)
@@ -157,9 +155,17 @@ class RetryLayer(Layer):
         self._backoff_max = backoff_max
         self._deadline = deadline
         self._budget = budget if budget is not None else RetryBudget()
-        self._on_retry = on_retry
-        self._on_budget_exhausted = on_budget_exhausted
+        self._retry_listeners: list[RetryHook] = []
+        self._budget_listeners: list[Callable[[str], None]] = []
         self._sleep = sleep
+
+    def add_retry_listener(self, listener: RetryHook) -> None:
+        """Call ``listener(operation, error)`` before each retry."""
+        self._retry_listeners.append(listener)
+
+    def add_budget_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(operation)`` when the budget refuses a retry."""
+        self._budget_listeners.append(listener)
 
     @property
     def deadline(self) -> float:
@@ -194,8 +200,8 @@ class RetryLayer(Layer):
             call_deadline.reset(token)
 
     def _budget_exhausted(self, operation: str) -> None:
-        if self._on_budget_exhausted is not None:
-            self._on_budget_exhausted(operation)
+        for listener in self._budget_listeners:
+            listener(operation)
 
     async def _retry(
         self, operation: str, call: Call[T], first: Failure[CacheError], deadline_at: float
@@ -208,8 +214,9 @@ class RetryLayer(Layer):
 
         def before_sleep(state: RetryCallState) -> None:
             result = state.outcome.result() if state.outcome else None
-            if self._on_retry is not None and isinstance(result, Failure):
-                self._on_retry(operation, result.error)
+            if isinstance(result, Failure):
+                for listener in self._retry_listeners:
+                    listener(operation, result.error)
 
         retrying = AsyncRetrying(
             # the budget is asked last, so a retry that will not happen spends nothing

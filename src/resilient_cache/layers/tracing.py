@@ -1,0 +1,109 @@
+"""TracingLayer: OpenTelemetry spans and the standard client duration histogram.
+
+Depends on ``opentelemetry-api`` only; the application installs the SDK (or not). One
+CLIENT span per logical call, named after the Redis command, with the database semantic
+conventions (``db.system.name``, ``db.operation.name``, ``db.namespace``,
+``server.address``, ``server.port``; ``error.type`` on failure); each retry is an event on
+that span. Every call is also recorded in ``db.client.operation.duration`` (seconds).
+Without an SDK, the API's no-op tracer and meter make this nearly free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Final, TypeVar
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from resilient_cache.domain.errors import CacheError
+from resilient_cache.domain.protocol import CacheProtocol
+from resilient_cache.domain.result import Failure, Result
+from resilient_cache.layers._base import Call, Layer
+
+T = TypeVar("T")
+
+INSTRUMENTATION: Final = "resilient_cache"
+
+COMMANDS: Final[Mapping[str, str]] = {
+    "get": "GET",
+    "get_json": "GET",
+    "set": "SET",
+    "set_json": "SET",
+    "delete": "UNLINK",
+    "exists": "EXISTS",
+    "expire": "EXPIRE",
+    "increment": "INCRBY",
+    "decrement": "DECRBY",
+    "ttl": "PTTL",
+    "flush": "FLUSHDB",
+    "ping": "PING",
+    "delete_pattern": "SCAN",
+    "get_many": "MGET",
+    "set_many": "MSET",
+}
+"""The Redis command each operation sends (its first one, for multi-command operations)."""
+
+DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+"""The semantic conventions' advice for ``db.client.operation.duration``."""
+
+
+class TracingLayer(Layer):
+    """One OpenTelemetry CLIENT span per call, and the client duration histogram.
+
+    Args:
+        inner: the cache to trace.
+        server: ``server.address``, ``server.port`` and ``db.namespace`` attributes.
+        tracer_provider: default: the global one (a no-op until an SDK is installed).
+        meter_provider: default: the global one.
+    """
+
+    name = "tracing"
+
+    def __init__(
+        self,
+        inner: CacheProtocol,
+        *,
+        server: Mapping[str, AttributeValue] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        super().__init__(inner)
+        from resilient_cache import __version__  # noqa: PLC0415 - the package imports us
+
+        self._tracer = trace.get_tracer(INSTRUMENTATION, __version__, tracer_provider)
+        meter = metrics.get_meter(INSTRUMENTATION, __version__, meter_provider)
+        self._duration = meter.create_histogram(
+            "db.client.operation.duration",
+            unit="s",
+            description="Duration of database client operations.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+        self._base: dict[str, AttributeValue] = {"db.system.name": "redis", **(server or {})}
+
+    async def _around(
+        self, operation: str, key: str | None, call: Call[T]
+    ) -> Result[T, CacheError]:
+        command = COMMANDS.get(operation, operation.upper())
+        attributes = {**self._base, "db.operation.name": command}
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            command, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            result = await call()
+            if isinstance(result, Failure):
+                error_type = result.error.code.value
+                attributes["error.type"] = error_type
+                span.set_attribute("error.type", error_type)
+                span.set_status(Status(StatusCode.ERROR, result.error.message))
+        self._duration.record(time.perf_counter() - started, attributes)
+        return result
+
+    def on_retry(self, operation: str, error: CacheError) -> None:
+        """Add a ``retry`` event to the current call's span."""
+        trace.get_current_span().add_event(
+            "retry", {"error.type": error.code.value, "db.operation.name": COMMANDS[operation]}
+        )
