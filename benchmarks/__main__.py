@@ -1,4 +1,8 @@
-"""Time and memory of RedisAdapter relative to raw redis-py, against one private redis-server.
+"""Time and memory of RedisAdapter and of the whole stack relative to raw redis-py.
+
+One private redis-server; the stack is ``build_cache`` with its defaults (metrics into a
+private registry, tracing through the OpenTelemetry API without an SDK, logging, retry,
+breaker).
 
 Prints ratios (adapter / raw redis-py) from a single run: absolute numbers depend on the
 machine, the ratio is what this library adds. Run with ``make bench``.
@@ -13,10 +17,12 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
-from resilient_cache import RedisAdapter
+from resilient_cache import CacheSettings, RedisAdapter, build_cache
 from resilient_cache.testing import RedisServer
 
 SEQUENTIAL = 5_000
@@ -57,29 +63,31 @@ async def best(measure: Callable[[Op], Awaitable[float]], op: Op) -> float:
     return statistics.median([await measure(op) for _ in range(REPEATS)])
 
 
-async def run(url: str) -> list[tuple[str, float, float]]:
+async def run(url: str) -> list[tuple[str, float, float, float]]:
+    """Rows of (case, raw redis-py, RedisAdapter alone, the whole build_cache stack)."""
     raw = aioredis.Redis.from_url(url)
-    cache = RedisAdapter.from_url(url)
+    adapter = RedisAdapter.from_url(url)
+    stack = build_cache(CacheSettings(redis_url=url), registry=CollectorRegistry())
     await raw.set("bench:key", "x" * 100)
-    cases: list[tuple[str, Op, Op]] = [
-        ("get (hit), sequential", lambda i: raw.get("bench:key"), lambda i: cache.get("bench:key")),
-        (
-            "set, sequential",
-            lambda i: raw.set(f"bench:{i}", "v"),
-            lambda i: cache.set(f"bench:{i}", "v"),
-        ),
+    clients: tuple[Any, Any, Any] = (raw, adapter, stack)
+    cases: list[tuple[str, Callable[[Any], Op]]] = [
+        ("get (hit)", lambda c: lambda i: c.get("bench:key")),
+        ("set", lambda c: lambda i: c.set(f"bench:{i}", "v")),
     ]
-    rows: list[tuple[str, float, float]] = []
-    for name, raw_op, cache_op in cases:
-        rows.append((name, await best(sequential, raw_op), await best(sequential, cache_op)))
-    for name, raw_op, cache_op in cases:
-        label = name.replace("sequential", f"{CONCURRENT_TASKS} concurrent")
-        rows.append((label, await best(concurrent, raw_op), await best(concurrent, cache_op)))
-    get_raw, get_cache = cases[0][1], cases[0][2]
-    raw_mem, cache_mem = await peak_memory(get_raw), await peak_memory(get_cache)
-    rows.append((f"peak memory, {CONCURRENT_TASKS} concurrent gets", raw_mem, cache_mem))
+    rows: list[tuple[str, float, float, float]] = []
+    for measure, how in (
+        (sequential, "sequential"),
+        (concurrent, f"{CONCURRENT_TASKS} concurrent"),
+    ):
+        for name, make in cases:
+            a, b, c = [await best(measure, make(client)) for client in clients]
+            rows.append((f"{name}, {how}", a, b, c))
+    get = cases[0][1]
+    a, b, c = [await peak_memory(get(client)) for client in clients]
+    rows.append((f"peak memory, {CONCURRENT_TASKS} concurrent gets", a, b, c))
     await raw.aclose()
-    await cache.aclose()
+    await stack.aclose()
+    await adapter.aclose()
     return rows
 
 
@@ -90,13 +98,12 @@ def main() -> int:
         return 1
     with RedisServer(binary) as server:
         rows = asyncio.run(run(server.url))
-    print(f"{'case':<40} {'redis-py':>12} {'adapter':>12} {'ratio':>7}")
-    for name, raw, adapter in rows:
-        shown = [
-            f"{v / 1024:.1f} KiB" if "memory" in name else f"{v * 1e6:.1f} us"
-            for v in (raw, adapter)
-        ]
-        print(f"{name:<40} {shown[0]:>12} {shown[1]:>12} {adapter / raw:>6.2f}x")
+    print(f"{'case':<40} {'redis-py':>11} {'adapter':>11} {'ratio':>6} {'stack':>11} {'ratio':>6}")
+    for name, raw, adapter, stack in rows:
+        unit = "KiB" if "memory" in name else "us"
+        scale = 1 / 1024 if "memory" in name else 1e6
+        a, b, c = (f"{v * scale:.1f} {unit}" for v in (raw, adapter, stack))
+        print(f"{name:<40} {a:>11} {b:>11} {adapter / raw:>5.2f}x {c:>11} {stack / raw:>5.2f}x")
     return 0
 
 

@@ -40,6 +40,7 @@ from resilient_cache.adapters.redis_options import (
     pool_settings,
     redact_url,
 )
+from resilient_cache.domain.deadline import call_deadline
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
@@ -232,8 +233,13 @@ class RedisAdapter:
         being read (the connection stays in step); the first one becomes the error.
         """
         conn: Any = None
+        loop = asyncio.get_running_loop()
+        bound = loop.time() + self._timeout
+        outer = call_deadline.get()
+        # an earlier deadline of the caller's (RetryLayer) makes a timer of our own redundant
+        deadline = None if outer is not None and outer <= bound else bound
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 if len(commands) == 1:
                     await conn.send_command(*commands[0])

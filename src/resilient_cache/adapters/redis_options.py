@@ -167,7 +167,8 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
         raise ConfigurationError("url", f"database must be a number, got {redact_url(url)!r}")
     kwargs: dict[str, Any] = {
         "max_connections": opts.max_connections,
-        "timeout": opts.pool_timeout or opts.operation_timeout,
+        # None: no timer of redis-py's own; the operation timeout bounds the wait anyway
+        "timeout": opts.pool_timeout,
         "socket_timeout": opts.socket_timeout,
         "socket_connect_timeout": opts.connect_timeout,
         "health_check_interval": opts.health_check_interval,

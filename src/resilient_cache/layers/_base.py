@@ -8,13 +8,12 @@ reads as its policy and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from resilient_cache.domain.deadline import call_deadline, deadline_expired
 from resilient_cache.domain.errors import CacheError
 from resilient_cache.domain.protocol import CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Result
@@ -22,21 +21,10 @@ from resilient_cache.domain.result import Result
 T = TypeVar("T")
 K = TypeVar("K")
 
+__all__ = ["Call", "Layer", "call_deadline", "deadline_expired"]
+
 Call = Callable[[], Awaitable[Result[T, CacheError]]]
 """A thunk performing one protocol call on the inner cache."""
-
-call_deadline: ContextVar[float | None] = ContextVar("resilient_cache_call_deadline", default=None)
-"""The event-loop time at which the current call's deadline expires (set by RetryLayer)."""
-
-
-def deadline_expired() -> bool:
-    """Tell whether the current call's deadline has passed.
-
-    Inner layers use it to tell the deadline's cancellation (a timeout: Redis was too slow)
-    from the caller's own cancellation (neither a failure nor a success).
-    """
-    deadline_at = call_deadline.get()
-    return deadline_at is not None and asyncio.get_running_loop().time() >= deadline_at
 
 
 class Layer(ABC):

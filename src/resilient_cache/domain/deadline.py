@@ -1,0 +1,20 @@
+"""The current call's deadline, shared by the layers and the adapter through a context variable.
+
+RetryLayer sets it for the duration of a call. Inner parts read it to tell a cancellation
+by the deadline (a timeout) from the caller's own, and to skip timers of their own that the
+deadline makes redundant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+
+call_deadline: ContextVar[float | None] = ContextVar("resilient_cache_call_deadline", default=None)
+"""The event-loop time at which the current call's deadline expires, if one is set."""
+
+
+def deadline_expired() -> bool:
+    """Tell whether the current call's deadline has passed."""
+    deadline_at = call_deadline.get()
+    return deadline_at is not None and asyncio.get_running_loop().time() >= deadline_at
