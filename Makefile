@@ -71,7 +71,7 @@ test: $(STAMP) deps ## lint, typecheck, then the whole pytest suite
 demo: $(STAMP) deps ## Run examples/quickstart.py against a private redis-server
 	$(PY) scripts/demo.py
 
-bench: $(STAMP) ## Run the benchmarks (placeholder)
+bench: $(STAMP) ## Benchmarks: adapter and whole stack vs raw redis-py, as ratios
 	@if [[ -d benchmarks ]]; then $(PY) -m benchmarks; else echo "no benchmarks yet"; fi
 
 clean: ## Remove .venv, caches and .tools

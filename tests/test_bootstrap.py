@@ -74,6 +74,9 @@ def test_defaults_match_the_design() -> None:
         ("CACHE_REDIS__MAX_CONNECTIONS", "0"),
         ("CACHE_REDIS__SOCKET_TIMEOUT", "0.6"),  # longer than the 0.5 s deadline
         ("CACHE_BREAKER__RESET_TIMEOUT", "120"),  # beyond reset_timeout_max
+        ("CACHE_REDIS__SSL_CA_CERTS", "/etc/ca.pem"),  # with a redis:// URL
+        ("CACHE_DEADLIN", "0.3"),  # a near miss is not silently ignored
+        ("CACHE_RETRY__ATEMPTS", "3"),
     ],
 )
 def test_a_bad_variable_fails_start_up_naming_it(
@@ -85,6 +88,11 @@ def test_a_bad_variable_fails_start_up_naming_it(
     assert info.value.setting == variable
     assert str(info.value).startswith(f"{variable}: ")
     assert "s3cret" not in str(info.value)
+
+
+def test_other_cache_variables_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_DIR", "/var/cache/app")  # some other software's
+    assert CacheSettings.from_env().deadline == 0.5
 
 
 def test_the_stack_order_is_telemetry_then_retry_then_breaker_then_redis() -> None:

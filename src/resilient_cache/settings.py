@@ -15,6 +15,9 @@ may be a secret.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -132,6 +135,11 @@ class CacheSettings(BaseSettings):
                 f"{ENV_PREFIX}REDIS__SOCKET_TIMEOUT",
                 f"must not exceed the deadline ({self.deadline}s)",
             )
+        try:  # the URL and the connection options together, as the adapter will see them
+            pool_settings(self.redis_url, self.redis.options(deadline=self.deadline))
+        except ConfigurationError as exc:
+            name = "REDIS_URL" if exc.setting == "url" else f"REDIS__{exc.setting.upper()}"
+            raise ConfigurationError(ENV_PREFIX + name, str(exc).split(": ", 1)[1]) from None
         if self.breaker.reset_timeout > self.breaker.reset_timeout_max:
             raise ConfigurationError(
                 f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT", "must not exceed reset_timeout_max"
@@ -152,6 +160,7 @@ class CacheSettings(BaseSettings):
         Raises:
             ConfigurationError: naming the first bad variable (never echoing its value).
         """
+        _check_names(os.environ)
         try:
             return cls(**overrides)
         except ValidationError as exc:
@@ -160,4 +169,32 @@ class CacheSettings(BaseSettings):
             if isinstance(cause, ConfigurationError):  # a check across fields, named already
                 raise cause from None
             variable = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
-            raise ConfigurationError(variable, error["msg"]) from None
+            raise ConfigurationError(variable, error["msg"].removeprefix("Value error, ")) from None
+
+
+def _known_variables() -> list[str]:
+    names = []
+    for name, info in CacheSettings.model_fields.items():
+        group = info.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            names += [f"{ENV_PREFIX}{name}__{field}".upper() for field in group.model_fields]
+        else:
+            names.append(f"{ENV_PREFIX}{name}".upper())
+    return names
+
+
+def _check_names(environ: Mapping[str, str]) -> None:
+    """Refuse a misspelt setting instead of silently using the default.
+
+    Inside a group (``CACHE_RETRY__...``) every name must be known. At the top level other
+    software may own a ``CACHE_*`` variable, so only a near miss of a known name is refused.
+    """
+    known = _known_variables()
+    groups = {name.split("__")[0] + "__" for name in known if "__" in name}
+    for variable in (v.upper() for v in environ if v.upper().startswith(ENV_PREFIX)):
+        if variable in known:
+            continue
+        near = difflib.get_close_matches(variable, known, n=1, cutoff=0.85)
+        if variable.startswith(tuple(groups)) or near:
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ConfigurationError(variable, f"unknown setting{hint}")

@@ -238,3 +238,33 @@ async def test_calls_cut_by_the_retry_deadline_count_as_timeouts(
     result = await stack.get("k")
     assert isinstance(result, Failure)
     assert result.error.code is ErrorCode.CIRCUIT_OPEN
+
+
+async def test_a_raising_listener_never_breaks_the_breaker(
+    scripted: ScriptedCache, clock: ManualClock, transitions: list[Transition]
+) -> None:
+    layer = breaker(scripted, clock, transitions)
+
+    def broken(old: BreakerState, new: BreakerState) -> None:
+        raise RuntimeError("a buggy metrics exporter")
+
+    layer.add_listener(broken)
+    await trip(layer, scripted)
+    assert layer.state is OPEN
+    assert transitions == [(CLOSED, OPEN)]  # the state machine went on
+
+
+async def test_half_open_rejections_say_so(
+    scripted: ScriptedCache, clock: ManualClock, transitions: list[Transition]
+) -> None:
+    layer = breaker(scripted, clock, transitions)
+    await trip(layer, scripted)
+    clock.advance(5)
+    scripted.hang()
+    probe = asyncio.create_task(layer.get("k"))
+    await asyncio.sleep(0.01)
+    result = await layer.get("k")
+    assert isinstance(result, Failure)
+    assert "half-open" in result.error.message
+    probe.cancel()
+    await asyncio.gather(probe, return_exceptions=True)

@@ -28,8 +28,8 @@ class RedisOptions:
         operation_timeout: bound on a whole call: pool wait, connect, send, read
             (default 0.5). ``delete_pattern``/``flush`` apply it to each round trip.
         max_connections: pool size (default 50).
-        pool_timeout: seconds to wait for a free pooled connection (default: the
-            operation timeout; redis-py would wait 20 s).
+        pool_timeout: seconds to wait for a free pooled connection (default ``None``:
+            bounded by the operation timeout; redis-py alone would wait 20 s).
         health_check_interval: PING a connection idle longer than this before use
             (seconds, default 30; 0 disables).
         socket_keepalive: TCP keepalive on (default ``True``; ignored for ``unix://``).

@@ -8,8 +8,9 @@ reads as its policy and nothing else.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -21,7 +22,19 @@ from resilient_cache.domain.result import Result
 T = TypeVar("T")
 K = TypeVar("K")
 
-__all__ = ["Call", "Layer", "call_deadline", "deadline_expired"]
+__all__ = ["Call", "Layer", "call_deadline", "deadline_expired", "notify"]
+
+_log = logging.getLogger("resilient_cache")
+
+
+def notify(listeners: Iterable[Callable[..., object]], *args: object) -> None:
+    """Call each listener; one that raises is logged and skipped, never breaks the call."""
+    for listener in listeners:
+        try:
+            listener(*args)
+        except Exception:
+            _log.exception("resilient_cache listener %r failed", listener)
+
 
 Call = Callable[[], Awaitable[Result[T, CacheError]]]
 """A thunk performing one protocol call on the inner cache."""

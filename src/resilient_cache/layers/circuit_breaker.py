@@ -6,7 +6,8 @@ its half-open state admits every caller at once, and it counts ``CancelledError`
 failure. So this layer drives pybreaker's state machine itself:
 
 * **closed**: calls pass; ``fail_max`` consecutive failures whose error ``trips_breaker``
-  (connection, timeout; optionally out-of-memory) open the circuit. Any answer from
+  (the table in errors.py: connection, timeout; optionally out-of-memory) open the circuit.
+  A single connection reset never does: it takes ``fail_max`` failures in a row. Any answer from
   Redis, even an error reply such as WRONGTYPE, resets the count.
 * **open**: calls return ``Failure(CIRCUIT_OPEN)`` at once, without any I/O, for the open
   time; it starts at ``reset_timeout`` and doubles, up to ``reset_timeout_max``, each time
@@ -34,7 +35,7 @@ import pybreaker
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer, deadline_expired
+from resilient_cache.layers._base import Call, Layer, deadline_expired, notify
 
 T = TypeVar("T")
 
@@ -76,8 +77,7 @@ class _Relay(pybreaker.CircuitBreakerListener):
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
         old = _FROM_PYBREAKER[old_state.name] if old_state else BreakerState.CLOSED
-        for listener in self._listeners:
-            listener(old, _FROM_PYBREAKER[new_state.name])
+        notify(self._listeners, old, _FROM_PYBREAKER[new_state.name])
 
 
 class CircuitBreakerLayer(Layer):
@@ -135,10 +135,7 @@ class CircuitBreakerLayer(Layer):
         self._opened_at = 0.0
         self._permits = half_open_permits
         self._probes = 0
-        self._trips = frozenset(
-            {ErrorCode.CONNECTION, ErrorCode.TIMEOUT}
-            | ({ErrorCode.OUT_OF_MEMORY} if count_out_of_memory else set())
-        )
+        self._count_out_of_memory = count_out_of_memory
         self._clock = clock
 
     @property
@@ -190,7 +187,10 @@ class CircuitBreakerLayer(Layer):
     def _record(self, result: Result[object, CacheError], probe: bool) -> None:
         if isinstance(result, Failure) and result.error.code in _NEUTRAL:
             return
-        failed = isinstance(result, Failure) and result.error.code in self._trips
+        failed = isinstance(result, Failure) and (
+            result.error.trips_breaker  # the error table decides (errors.py)
+            or (self._count_out_of_memory and result.error.code is ErrorCode.OUT_OF_MEMORY)
+        )
         state = self._breaker.current_state
         if probe and state == pybreaker.STATE_HALF_OPEN:
             if failed:
@@ -216,9 +216,14 @@ class CircuitBreakerLayer(Layer):
 
     def _rejection(self, operation: str, key: str | None) -> CacheError:
         remaining = max(0.0, self._open_time - (self._clock() - self._opened_at))
+        message = (
+            f"circuit open after repeated failures; next probe in {remaining:.2f}s"
+            if remaining > 0
+            else "circuit half-open: the probe limit is reached, waiting for their answers"
+        )
         return CacheError.of(
             ErrorCode.CIRCUIT_OPEN,
-            f"circuit open after repeated failures; next probe in {remaining:.2f}s",
+            message,
             operation=operation,
             key=key,
             details={"retry_in": round(remaining, 3)},

@@ -38,7 +38,7 @@ from tenacity.stop import stop_base
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer, call_deadline
+from resilient_cache.layers._base import Call, Layer, call_deadline, notify
 
 T = TypeVar("T")
 
@@ -200,8 +200,7 @@ class RetryLayer(Layer):
             call_deadline.reset(token)
 
     def _budget_exhausted(self, operation: str) -> None:
-        for listener in self._budget_listeners:
-            listener(operation)
+        notify(self._budget_listeners, operation)
 
     async def _retry(
         self, operation: str, call: Call[T], first: Failure[CacheError], deadline_at: float
@@ -215,8 +214,7 @@ class RetryLayer(Layer):
         def before_sleep(state: RetryCallState) -> None:
             result = state.outcome.result() if state.outcome else None
             if isinstance(result, Failure):
-                for listener in self._retry_listeners:
-                    listener(operation, result.error)
+                notify(self._retry_listeners, operation, result.error)
 
         retrying = AsyncRetrying(
             # the budget is asked last, so a retry that will not happen spends nothing
