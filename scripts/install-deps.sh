@@ -166,7 +166,8 @@ ensure_go_tool() {
 main() {
     ensure_apt redis-server redis-server
     ensure_apt openssl openssl                     # TLS test certificates
-    # ensure_apt prometheus prometheus            # later: metrics tests
+    ensure_apt prometheus prometheus               # prometheus + promtool: dashboard and alert tests
+    ensure_apt prometheus-redis-exporter prometheus-redis-exporter  # the Redis panels, end to end
     ensure_go_tool toxiproxy-server "$TOXIPROXY_MODULE/cmd/server" "$TOXIPROXY_VERSION" \
         "$TOXIPROXY_MIN_GO" "-s -w -X $TOXIPROXY_MODULE.Version=${TOXIPROXY_VERSION#v}"
 }

@@ -12,6 +12,9 @@ from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter
 from resilient_cache.testing import ManualClock
 from tests.servers import RedisServer, require_binary
 
+# toxiproxy_binary, toxiproxy, redis_proxy, redis_proxy_url: for tests/faults and e2e tests
+pytest_plugins = ["tests.toxiproxy_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_binary() -> str:

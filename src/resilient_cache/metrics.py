@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,7 +26,15 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["asgi_app", "render"]
+__all__ = ["ASGIApp", "asgi_app", "render"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+"""An ASGI application (structurally the same type as Starlette's ``ASGIApp``)."""
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
@@ -37,14 +47,15 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     return REGISTRY
 
 
-def asgi_app(registry: CollectorRegistry | None = None) -> object:
+def asgi_app(registry: CollectorRegistry | None = None) -> ASGIApp:
     """An ASGI app serving the metrics in the Prometheus text format.
 
     Args:
         registry: what to serve (default: the global registry, or every worker's samples
             in multiprocess mode).
     """
-    return make_asgi_app(_registry(registry))
+    app: ASGIApp = make_asgi_app(_registry(registry))
+    return app
 
 
 def render(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:

@@ -42,8 +42,8 @@ from resilient_cache import (
 )
 from resilient_cache.testing import LOOPBACK, ManualClock
 from resilient_cache.toxiproxy import Proxy
-from tests.faults.conftest import proxy_url
 from tests.servers import RedisServer
+from tests.toxiproxy_fixtures import proxy_url
 
 DEADLINE = 0.5
 SLACK = 0.1  # measured worst case on a loaded 2-core CI machine: ~0.03 s

@@ -263,7 +263,7 @@ async def test_render_and_asgi_app_serve_the_registry(registry: CollectorRegistr
     body, content_type = render(registry)
     assert b'resilient_cache_gets_total{cache="default",result="miss"} 1.0' in body
     assert content_type.startswith("text/plain")
-    transport = httpx.ASGITransport(app=asgi_app(registry))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=asgi_app(registry))
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         response = await client.get("/")
     assert response.status_code == 200

@@ -49,6 +49,13 @@ CALLER_ERRORS: Final = frozenset(
 
 _LOOKUPS: Final = frozenset({"get", "get_json"})
 
+_TRANSITIONS: Final = (
+    (BreakerState.CLOSED, BreakerState.OPEN),
+    (BreakerState.OPEN, BreakerState.HALF_OPEN),
+    (BreakerState.HALF_OPEN, BreakerState.CLOSED),
+    (BreakerState.HALF_OPEN, BreakerState.OPEN),
+)
+
 
 def _multiprocess() -> bool:
     return "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ
@@ -163,6 +170,10 @@ class MetricsLayer(Layer):
         self._hits = self._m.gets.labels(cache_name, "hit")
         self._misses = self._m.gets.labels(cache_name, "miss")
         self._fallbacks = self._m.gets.labels(cache_name, "fallback")
+        # exported from 0 on, so that the first increment shows in rate() and increase()
+        self._budget = self._m.budget_exhausted.labels(cache_name)
+        for old, new in _TRANSITIONS:
+            self._m.transitions.labels(cache_name, old.value, new.value)
         self.on_breaker_transition(BreakerState.CLOSED, BreakerState.CLOSED)
 
     async def _around(
@@ -215,7 +226,7 @@ class MetricsLayer(Layer):
 
     def on_budget_exhausted(self, operation: str) -> None:
         """Count a retry refused by the budget."""
-        self._m.budget_exhausted.labels(self._cache).inc()
+        self._budget.inc()
 
     def on_breaker_transition(self, old: BreakerState, new: BreakerState) -> None:
         """Move the one-hot state gauge; count the transition."""

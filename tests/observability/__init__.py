@@ -1,0 +1,1 @@
+"""Checks of the observability assets: dashboard, alert rules, compose stack, example service."""
