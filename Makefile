@@ -68,8 +68,8 @@ test: $(STAMP) deps ## lint, typecheck, then the whole pytest suite
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-demo: $(STAMP) deps ## Run examples/quickstart.py against a private redis-server
-	$(PY) scripts/demo.py
+demo: $(STAMP) deps ## Fail-open under real faults, live, with a report (about a minute)
+	$(BIN)/resilient-cache demo $(DEMO_ARGS)
 
 bench: $(STAMP) ## Benchmarks: adapter and whole stack vs raw redis-py, as ratios
 	@if [[ -d benchmarks ]]; then $(PY) -m benchmarks; else echo "no benchmarks yet"; fi

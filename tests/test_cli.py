@@ -1,0 +1,136 @@
+"""The resilient-cache command: a short demo run end to end, ping and info."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
+from resilient_cache.demo.faults import SignalFaults
+from resilient_cache.testing import LOOPBACK, free_port
+from tests.servers import RedisServer
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "resilient_cache", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_short_demo_keeps_the_promise_and_writes_its_report(
+    tmp_path: Path, redis_binary: str, toxiproxy_binary: str
+) -> None:
+    port = free_port()
+    report = tmp_path / "report.html"
+    scrapes: list[bytes] = []
+    done = threading.Event()
+
+    def scrape() -> None:  # Prometheus' part: read /metrics while the demo runs
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=1) as r:
+                    scrapes.append(r.read())
+            except OSError:
+                pass
+            time.sleep(0.5)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        result = run_cli(
+            "demo", "--duration", "15", "--metrics-port", str(port), "--report", str(report),
+            env={"PATH": f"{Path(redis_binary).parent}:{Path(toxiproxy_binary).parent}:"
+                         f"{os.environ['PATH']}"},
+        )  # fmt: skip
+    finally:
+        done.set()
+        scraper.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the fail-open promise held in every phase" in result.stdout
+    assert "requests failed: 0" in result.stdout
+    text = report.read_text()
+    for phase in ("healthy", "latency above the deadline", "blackhole", "Redis killed",
+                  "Redis back", "healthy again"):  # fmt: skip
+        assert phase in text
+    assert "<svg" in text
+    assert any(b'resilient_cache_gets_total{cache="demo",result="hit"}' in s for s in scrapes)
+    events = [json.loads(line) for line in report.with_suffix(".log").read_text().splitlines()]
+    assert "resilient_cache.circuit_opened" in {e["event"] for e in events}
+
+
+async def test_signal_faults_pause_kill_and_restore_a_real_server(redis_binary: str) -> None:
+    server = RedisServer(redis_binary)
+    server.start()
+    faults = SignalFaults(server)
+    cache = RedisAdapter.from_url(faults.url, operation_timeout=0.2)
+    try:
+        assert await cache.ping() == Success(True)
+        faults.blackhole()
+        result = await cache.ping()
+        assert isinstance(result, Failure)
+        assert result.error.code is ErrorCode.TIMEOUT
+        faults.clear()
+        assert await cache.ping() == Success(True)
+        faults.kill()
+        result = await cache.ping()
+        assert isinstance(result, Failure)
+        assert result.error.code is ErrorCode.CONNECTION
+        faults.restore()
+        for _ in range(3):  # the pooled connection died with the server
+            if await cache.ping() == Success(True):
+                break
+            await asyncio.sleep(0.05)
+        assert await cache.ping() == Success(True)
+    finally:
+        await cache.aclose()
+        faults.close()
+
+
+def test_ping_is_a_container_probe(redis_server: RedisServer) -> None:
+    ok = run_cli("ping", "--redis-url", redis_server.url)
+    assert ok.returncode == 0
+    assert ok.stdout.startswith("OK redis://127.0.0.1:")
+    started = time.monotonic()
+    down = run_cli("ping", "--redis-url", f"redis://:pw@{LOOPBACK}:{free_port()}/0")
+    assert time.monotonic() - started < 10  # interpreter start included
+    assert down.returncode == 1
+    assert down.stdout.startswith("FAIL redis://:***@127.0.0.1:")
+    assert "connection" in down.stdout
+    assert "pw@" not in down.stdout
+
+
+def test_info_shows_settings_without_secrets_and_the_stack() -> None:
+    result = run_cli(
+        "info", "--redis-url", "redis://:hunter2@cache.internal:6380/1",
+        env={"CACHE_REDIS__PASSWORD": "s3cret", "CACHE_NAMESPACE": "shop"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["layers"] == [
+        "metrics", "tracing", "logging", "retry", "circuit_breaker", "RedisAdapter"
+    ]  # fmt: skip
+    assert shown["settings"]["namespace"] == "shop"
+    assert shown["settings"]["redis_url"] == "redis://:***@cache.internal:6380/1"
+    assert "hunter2" not in result.stdout
+    assert "s3cret" not in result.stdout
+
+
+def test_a_configuration_error_exits_2_naming_the_variable() -> None:
+    result = run_cli("info", env={"CACHE_DEADLINE": "-1"})
+    assert result.returncode == 2
+    assert "CACHE_DEADLINE" in result.stderr
