@@ -52,19 +52,19 @@ deps: ## Install missing system servers (redis-server) via scripts/install-deps.
 	@scripts/install-deps.sh
 
 lint: $(STAMP) ## ruff check + ruff format --check
-	$(BIN)/ruff check src tests scripts benchmarks examples grafana
-	$(BIN)/ruff format --check src tests scripts benchmarks examples grafana
+	$(BIN)/ruff check src tests benchmarks examples grafana
+	$(BIN)/ruff format --check src tests benchmarks examples grafana
 
 typecheck: $(STAMP) ## mypy (configured in pyproject.toml)
 	$(BIN)/mypy
 
 format: $(STAMP) ## ruff format + ruff check --fix
-	$(BIN)/ruff format src tests scripts benchmarks examples grafana
-	$(BIN)/ruff check --fix src tests scripts benchmarks examples grafana
+	$(BIN)/ruff format src tests benchmarks examples grafana
+	$(BIN)/ruff check --fix src tests benchmarks examples grafana
 
 test: $(STAMP) deps ## lint, typecheck, then the whole pytest suite
-	$(BIN)/ruff check src tests scripts benchmarks examples grafana
-	$(BIN)/ruff format --check src tests scripts benchmarks examples grafana
+	$(BIN)/ruff check src tests benchmarks examples grafana
+	$(BIN)/ruff format --check src tests benchmarks examples grafana
 	$(BIN)/mypy
 	$(BIN)/pytest
 
