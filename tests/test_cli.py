@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -134,3 +135,36 @@ def test_a_configuration_error_exits_2_naming_the_variable() -> None:
     result = run_cli("info", env={"CACHE_DEADLINE": "-1"})
     assert result.returncode == 2
     assert "CACHE_DEADLINE" in result.stderr
+
+
+def test_ctrl_c_stops_the_demo_and_leaves_no_process_behind(
+    tmp_path: Path, redis_binary: str, toxiproxy_binary: str
+) -> None:
+    def count(name: str) -> int:
+        found = subprocess.run(
+            ["pgrep", "-c", "-x", name], capture_output=True, text=True, check=False
+        )
+        return int(found.stdout.strip() or 0)
+
+    before = count("redis-server"), count("toxiproxy-serve")
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "resilient_cache", "demo", "--duration", "60",
+         "--metrics-port", str(port), "--report", str(tmp_path / "r.html")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PATH": f"{Path(redis_binary).parent}:"
+             f"{Path(toxiproxy_binary).parent}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:  # running: its metrics answer
+        try:
+            urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the demo never served /metrics"
+            time.sleep(0.2)
+    assert (count("redis-server"), count("toxiproxy-serve")) == (before[0] + 1, before[1] + 1)
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=30) == 130
+    assert (count("redis-server"), count("toxiproxy-serve")) == before

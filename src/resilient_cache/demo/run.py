@@ -145,9 +145,11 @@ class Verdict:
 def _verdict(summaries: list[PhaseSummary], deadline: float) -> Verdict:
     failed = sum(s.failed for s in summaries)
     worst = max((s.max_cache_call for s in summaries), default=0.0)
+    slowest_request = max((s.max_latency for s in summaries), default=0.0)
     bounded = worst <= deadline + SLACK
     lines = [
         f"requests failed: {failed}",
+        f"slowest request: {slowest_request * 1000:.0f} ms (a cache call, then the origin)",
         f"slowest cache call: {worst * 1000:.0f} ms (deadline {deadline * 1000:.0f} ms"
         f" + {SLACK * 1000:.0f} ms slack): {'bounded' if bounded else 'NOT bounded'}",
     ]
