@@ -5,7 +5,8 @@ CLIENT span per logical call, named after the Redis command, with the database s
 conventions (``db.system.name``, ``db.operation.name``, ``db.namespace``,
 ``server.address``, ``server.port``; ``error.type`` on failure); each retry is an event on
 that span. Every call is also recorded in ``db.client.operation.duration`` (seconds).
-Without an SDK, the API's no-op tracer and meter make this nearly free.
+While no SDK is installed (the global provider is still the API's proxy), no span is made
+at all; installing one later takes effect at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Final, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import (
+    ProxyTracerProvider,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+)
 from opentelemetry.util.types import AttributeValue
 
 from resilient_cache.domain.errors import CacheError
@@ -83,6 +90,7 @@ class TracingLayer(Layer):
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         self._base: dict[str, AttributeValue] = {"db.system.name": "redis", **(server or {})}
+        self._global_tracer = tracer_provider is None
 
     async def _around(
         self, operation: str, key: str | None, call: Call[T]
@@ -90,6 +98,13 @@ class TracingLayer(Layer):
         command = COMMANDS.get(operation, operation.upper())
         attributes = {**self._base, "db.operation.name": command}
         started = time.perf_counter()
+        if self._global_tracer and isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+            # no SDK installed (yet): a span would be a no-op, and costs ~5 us to make
+            result = await call()
+            if isinstance(result, Failure):
+                attributes["error.type"] = result.error.code.value
+            self._duration.record(time.perf_counter() - started, attributes)
+            return result
         with self._tracer.start_as_current_span(
             command, kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
