@@ -268,3 +268,15 @@ async def test_render_and_asgi_app_serve_the_registry(registry: CollectorRegistr
         response = await client.get("/")
     assert response.status_code == 200
     assert "resilient_cache_operation_duration_seconds_bucket" in response.text
+
+
+async def test_rejected_lookups_are_errors_not_fallbacks(registry: CollectorRegistry) -> None:
+    cache = MetricsLayer(ScriptedCache(), registry=registry)
+    await cache.get("")
+    await cache.get_many(["a", "a", ""])
+    gets = "resilient_cache_gets_total"
+    assert sample(registry, gets, cache="default", result="fallback") == 0
+    errors = "resilient_cache_errors_total"
+    assert sample(registry, errors, cache="default", operation="get", error_type="validation") == 1
+    await cache.get_many(["a", "a", "b"])
+    assert sample(registry, gets, cache="default", result="miss") == 2  # distinct keys

@@ -192,7 +192,7 @@ class MetricsLayer(Layer):
         """See :meth:`CacheProtocol.get_many`; each key counts as one lookup."""
         result = await super().get_many(keys)
         if isinstance(keys, list | tuple):
-            self._count_lookups(result, len(keys))
+            self._count_lookups(result, len(set(keys)))  # as many as the answer has
         return result
 
     def _observe(self, operation: str, result: Result[object, CacheError], seconds: float) -> None:
@@ -207,6 +207,8 @@ class MetricsLayer(Layer):
 
     def _count_lookups(self, result: Result[object, CacheError], keys: int) -> None:
         match result:
+            case Failure(error) if error.code in CALLER_ERRORS:
+                pass  # a rejected request is not a lookup (it is in errors_total)
             case Failure():
                 self._fallbacks.inc(keys)
             case Success(dict() as found):
