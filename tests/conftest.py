@@ -59,7 +59,7 @@ class CacheFactory(Protocol):
     ) -> Awaitable[CacheProtocol]: ...
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-coalescing"])
 async def make_cache(
     request: pytest.FixtureRequest, clock: ManualClock
 ) -> AsyncIterator[CacheFactory]:
@@ -68,7 +68,7 @@ async def make_cache(
     root = MemoryCache(clock=clock)  # one store for all memory caches, like one database
     adapters: list[RedisAdapter] = []
     url = ""
-    if backend == "redis":
+    if backend.startswith("redis"):
         server: RedisServer = request.getfixturevalue("redis_server")
         url = server.url
         assert server.command("FLUSHALL") == "+OK"
@@ -78,7 +78,9 @@ async def make_cache(
             if limits is not None:
                 return MemoryCache(namespace=namespace, clock=clock, limits=limits)
             return root if namespace is None else root.namespaced(namespace)
-        adapter = RedisAdapter.from_url(url, namespace=namespace, limits=limits)
+        adapter = RedisAdapter.from_url(
+            url, namespace=namespace, limits=limits, coalesce_reads=backend == "redis-coalescing"
+        )
         adapters.append(adapter)
         return adapter
 

@@ -88,6 +88,9 @@ class RedisSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = _REDIS.ssl_check_hostname
+    coalesce_reads: bool = Field(
+        _REDIS.coalesce_reads, description="batch concurrent gets into one MGET"
+    )
 
     def options(self, *, deadline: float) -> dict[str, Any]:
         """Keyword options for :meth:`RedisAdapter.from_url`, bounded by the deadline."""

@@ -91,9 +91,12 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack_for(url: str) -> AsyncIterator[Stack]:
+async def stack_for(url: str, *, coalesce: bool = False) -> AsyncIterator[Stack]:
     clock = ManualClock()
-    cache = build_cache(CacheSettings(redis_url=url), clock=clock, registry=CollectorRegistry())
+    settings = CacheSettings.model_validate(
+        {"redis_url": url, "redis": {"coalesce_reads": coalesce}}
+    )
+    cache = build_cache(settings, clock=clock, registry=CollectorRegistry())
     breaker = cache.find(CircuitBreakerLayer)
     adapter = cache.find(RedisAdapter)
     assert breaker is not None
@@ -109,10 +112,12 @@ async def stack_for(url: str) -> AsyncIterator[Stack]:
     assert adapter.pool_stats().in_use == 0  # no connection leaked
 
 
-@pytest.fixture
-async def stack(redis_proxy_url: str, redis_server: RedisServer) -> AsyncIterator[Stack]:
+@pytest.fixture(params=[False, True], ids=["plain", "coalescing"])
+async def stack(
+    request: pytest.FixtureRequest, redis_proxy_url: str, redis_server: RedisServer
+) -> AsyncIterator[Stack]:
     assert redis_server.command("FLUSHALL") == "+OK"
-    async with stack_for(redis_proxy_url) as built:
+    async with stack_for(redis_proxy_url, coalesce=request.param) as built:
         assert await built.call("set", "k", "before") == Success(None)
         yield built
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -31,6 +32,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from resilient_cache.adapters._coalesce import ReadCoalescer
 from resilient_cache.adapters._glob import glob_escape
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
@@ -112,6 +114,7 @@ class RedisAdapter:
         namespace: str | None = None,
         limits: Limits | None = None,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        coalesce_reads: bool = False,
     ) -> None:
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise ConfigurationError("namespace", "must be a non-empty str or None")
@@ -128,6 +131,7 @@ class RedisAdapter:
         self._limits = limits or DEFAULT_LIMITS
         self._timeout = operation_timeout
         self._releasing: set[asyncio.Task[None]] = set()
+        self._coalescer = ReadCoalescer(self._fetch_many) if coalesce_reads else None
         kwargs = pool.connection_kwargs
         self._secret: str | None = kwargs.get("password") or None
         where = (
@@ -169,6 +173,7 @@ class RedisAdapter:
             namespace=namespace,
             limits=limits,
             operation_timeout=opts.operation_timeout,
+            coalesce_reads=opts.coalesce_reads,
         )
         adapter._owns_pool = True
         return adapter
@@ -188,6 +193,8 @@ class RedisAdapter:
 
     async def aclose(self) -> None:
         """Close the pool this adapter built (a client passed in stays open)."""
+        if self._coalescer is not None:
+            await self._coalescer.aclose()
         if self._owns_pool:
             await self._pool.aclose()
 
@@ -334,11 +341,23 @@ class RedisAdapter:
         full = self._key(operation, key)
         if isinstance(full, CacheError):
             return Failure(full)
-        reply = await self._call(operation, key, "GET", full)
+        if self._coalescer is None:
+            reply = await self._call(operation, key, "GET", full)
+        else:
+            reply = await self._coalescer.get(full)
+            if isinstance(reply, CacheError):  # the batch's error, told as this call's
+                reply = replace(reply, operation=operation, key=key)
         if isinstance(reply, CacheError):
             return Failure(reply)
         value = self._decode(operation, key, reply)
         return Failure(value) if isinstance(value, CacheError) else Success(value)
+
+    async def _fetch_many(self, keys: Sequence[bytes]) -> Sequence[Any] | CacheError:
+        """One round trip for a batch of coalesced GETs (a lone key stays a GET)."""
+        if len(keys) == 1:
+            return await self._round_trip("get", None, [("GET", keys[0])])
+        replies = await self._round_trip("get", None, [("MGET", *keys)])
+        return replies if isinstance(replies, CacheError) else replies[0]
 
     async def get_json(self, key: str) -> Result[JsonValue, CacheError]:
         """Return the decoded JSON value, ``Success(None)`` when missing."""

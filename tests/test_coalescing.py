@@ -1,0 +1,97 @@
+"""Read coalescing against a real redis-server: one MGET for many GETs, answers never mixed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
+from tests.servers import RedisServer
+from tests.test_redis_adapter import block_server
+
+
+async def calls(raw: aioredis.Redis, command: str) -> int:
+    stats: dict[str, Any] = await raw.info("commandstats")
+    entry = stats.get(f"cmdstat_{command}")
+    return int(entry["calls"]) if entry else 0
+
+
+@pytest.fixture
+async def cache(
+    redis_server: RedisServer, raw_redis: aioredis.Redis
+) -> AsyncIterator[RedisAdapter]:
+    adapter = RedisAdapter.from_url(redis_server.url, namespace="c", coalesce_reads=True)
+    await adapter.set_many({f"k{i}": f"v{i}" for i in range(100)})
+    await raw_redis.config_resetstat()
+    yield adapter
+    await adapter.aclose()
+
+
+async def test_concurrent_gets_share_one_mget(
+    cache: RedisAdapter, raw_redis: aioredis.Redis
+) -> None:
+    results = await asyncio.gather(*(cache.get(f"k{i}") for i in range(50)), cache.get("nope"))
+    assert results == [*(Success(f"v{i}") for i in range(50)), Success(None)]
+    assert await calls(raw_redis, "mget") == 1
+    assert await calls(raw_redis, "get") == 0
+
+
+async def test_a_lone_get_stays_a_get(cache: RedisAdapter, raw_redis: aioredis.Redis) -> None:
+    assert await cache.get("k1") == Success("v1")
+    not_json = await cache.get_json("k2")  # a per-caller decoding failure
+    assert isinstance(not_json, Failure)
+    assert not_json.error.code is ErrorCode.SERIALIZATION
+    assert await calls(raw_redis, "get") == 2
+    assert await calls(raw_redis, "mget") == 0
+
+
+async def test_a_failed_batch_is_each_callers_failure(redis_server: RedisServer) -> None:
+    cache = RedisAdapter.from_url(redis_server.url, coalesce_reads=True, operation_timeout=0.2)
+    await cache.ping()
+    sleeper = await block_server(redis_server, 0.5)
+    started = time.monotonic()
+    results = await asyncio.gather(*(cache.get(f"key:{i}") for i in range(10)))
+    assert time.monotonic() - started < 0.2 + 0.1
+    for i, result in enumerate(results):
+        assert isinstance(result, Failure)
+        assert result.error.code is ErrorCode.TIMEOUT
+        assert result.error.key == f"key:{i}"  # told as each caller's own call
+        assert result.error.operation == "get"
+    await sleeper
+    await cache.aclose()
+
+
+async def test_cancellation_storm_never_mixes_answers(cache: RedisAdapter) -> None:
+    rng = random.Random(3)
+    seen = 0
+    for _ in range(20):
+        keys = [f"k{rng.randrange(100)}" for _ in range(60)]
+        tasks = [asyncio.create_task(cache.get(k)) for k in keys]
+        for task in rng.sample(tasks, 20):
+            task.cancel()
+        for key, task in zip(keys, tasks, strict=True):
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                continue
+            assert result == Success("v" + key[1:])
+            seen += 1
+    assert seen > 0
+    assert cache.pool_stats().in_use == 0
+
+
+async def test_every_caller_keeps_its_own_deadline(cache: RedisAdapter) -> None:
+    async def impatient() -> object:
+        async with asyncio.timeout(0):  # gives up before the batch is even sent
+            return await cache.get("k1")
+
+    patient = asyncio.create_task(cache.get("k2"))
+    with pytest.raises(TimeoutError):
+        await impatient()
+    assert await patient == Success("v2")
