@@ -57,7 +57,8 @@ def test_defaults_match_the_design() -> None:
     assert (b.fail_max, b.reset_timeout, b.reset_timeout_max) == (5, 5.0, 60.0)
     assert (b.success_threshold, b.half_open_permits) == (2, 1)
     assert (settings.redis.socket_timeout, settings.redis.connect_timeout) == (None, 0.5)
-    assert settings.redis_options().socket_timeout == 0.5  # a reply within the deadline is fine
+    assert settings.redis_options().socket_timeout is None  # the deadline bounds each call
+    assert settings.redis_options().operation_timeout == 0.5
     assert settings.redis.max_connections == 50
 
 

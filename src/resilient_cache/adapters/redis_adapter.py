@@ -20,6 +20,7 @@ The only module that imports ``redis``. What it guarantees on top of redis-py:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -90,6 +91,7 @@ _RESPONSE_MARKERS: Final = (
 # Failures that can strike after a command was written: a write may have happened.
 _AMBIGUOUS: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.BACKEND})
 
+_UNBOUNDED: Final = contextlib.nullcontext()  # reusable: no timer, no allocation per call
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
 _SCAN_COUNT: Final = 1000
 _MAX_MESSAGE: Final = 300
@@ -244,9 +246,9 @@ class RedisAdapter:
         bound = loop.time() + self._timeout
         outer = call_deadline.get()
         # an earlier deadline of the caller's (RetryLayer) makes a timer of our own redundant
-        deadline = None if outer is not None and outer <= bound else bound
+        bounded = _UNBOUNDED if outer is not None and outer <= bound else asyncio.timeout_at(bound)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with bounded:
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 if len(commands) == 1:
                     await conn.send_command(*commands[0])

@@ -23,7 +23,8 @@ class RedisOptions:
     """Connection settings for :meth:`RedisAdapter.from_url`, tuned to give up fast.
 
     Attributes:
-        socket_timeout: seconds to wait for a reply (default 0.25).
+        socket_timeout: seconds to wait for a reply (default 0.25; ``None``: no timer of
+            its own per read, the operation timeout bounds the call).
         connect_timeout: seconds to establish a connection, TLS included (default 0.5).
         operation_timeout: bound on a whole call: pool wait, connect, send, read
             (default 0.5). ``delete_pattern``/``flush`` apply it to each round trip.
@@ -49,7 +50,7 @@ class RedisOptions:
             of WRONG_TYPE.
     """
 
-    socket_timeout: float = 0.25
+    socket_timeout: float | None = 0.25
     connect_timeout: float = 0.5
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
     max_connections: int = 50
@@ -69,7 +70,7 @@ class RedisOptions:
     def __post_init__(self) -> None:
         for name in ("socket_timeout", "connect_timeout", "operation_timeout", "pool_timeout"):
             value = getattr(self, name)
-            if value is None and name == "pool_timeout":
+            if value is None and name in ("pool_timeout", "socket_timeout"):
                 continue
             if (
                 isinstance(value, bool)

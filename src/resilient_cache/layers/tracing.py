@@ -54,6 +54,12 @@ COMMANDS: Final[Mapping[str, str]] = {
 }
 """The Redis command each operation sends (its first one, for multi-command operations)."""
 
+
+def _is_api_proxy(provider: object) -> bool:
+    """Whether ``provider`` is the API's placeholder, in place until an SDK is installed."""
+    return type(provider).__name__ == "_ProxyMeterProvider"
+
+
 DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 """The semantic conventions' advice for ``db.client.operation.duration``."""
 
@@ -91,20 +97,23 @@ class TracingLayer(Layer):
         )
         self._base: dict[str, AttributeValue] = {"db.system.name": "redis", **(server or {})}
         self._global_tracer = tracer_provider is None
+        self._global_meter = meter_provider is None
 
     async def _around(
         self, operation: str, key: str | None, call: Call[T]
     ) -> Result[T, CacheError]:
+        if self._global_tracer and isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+            # no SDK installed (yet): a span would be a no-op, and costs ~5 us to make
+            if self._global_meter and _is_api_proxy(metrics.get_meter_provider()):
+                return await call()  # nothing would record anything
+            started = time.perf_counter()
+            result = await call()
+            attributes = self._attributes(operation, result)
+            self._duration.record(time.perf_counter() - started, attributes)
+            return result
         command = COMMANDS.get(operation, operation.upper())
         attributes = {**self._base, "db.operation.name": command}
         started = time.perf_counter()
-        if self._global_tracer and isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
-            # no SDK installed (yet): a span would be a no-op, and costs ~5 us to make
-            result = await call()
-            if isinstance(result, Failure):
-                attributes["error.type"] = result.error.code.value
-            self._duration.record(time.perf_counter() - started, attributes)
-            return result
         with self._tracer.start_as_current_span(
             command, kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
@@ -116,6 +125,14 @@ class TracingLayer(Layer):
                 span.set_status(Status(StatusCode.ERROR, result.error.message))
         self._duration.record(time.perf_counter() - started, attributes)
         return result
+
+    def _attributes(
+        self, operation: str, result: Result[object, CacheError]
+    ) -> dict[str, AttributeValue]:
+        attributes = {**self._base, "db.operation.name": COMMANDS.get(operation, operation)}
+        if isinstance(result, Failure):
+            attributes["error.type"] = result.error.code.value
+        return attributes
 
     def on_retry(self, operation: str, error: CacheError) -> None:
         """Add a ``retry`` event to the current call's span."""
