@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "MemoryCache",
     "RedisServer",
     "ScriptedCache",
+    "ServerProcess",
     "free_port",
 ]
 
@@ -180,56 +182,44 @@ def stop_process(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
         proc.wait(timeout=5)
 
 
-class RedisServer:
-    """A private ``redis-server``: free loopback port, own temp directory, no persistence.
+class ServerProcess(ABC):
+    """A server of the tests' own: free loopback port, private directory, stopped by PID.
 
-    ``restart()`` brings it back on the same port (empty); ``stop(kill=True)`` is a crash.
-    Use it as a context manager, or call :meth:`cleanup` to stop it and remove its files::
-
-        with RedisServer() as server:
-            cache = RedisAdapter.from_url(server.url)
+    Subclasses give the command line and how to tell that the server answers. Use one as a
+    context manager, or :meth:`start` then :meth:`cleanup`.
 
     Args:
-        binary: the ``redis-server`` executable.
-        extra_args: more ``--option value`` arguments (e.g. ``"--requirepass", "pw"``).
+        binary: the server's executable.
+        extra_args: more command-line arguments.
     """
 
-    def __init__(self, binary: str = "redis-server", *extra_args: str) -> None:
+    name: str = "server"
+    """Names the temporary directory and the log file."""
+
+    def __init__(self, binary: str, *extra_args: str) -> None:
         self.binary = binary
         self.extra_args = extra_args
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="resilient-cache-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"resilient-cache-{self.name}-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://{LOOPBACK}:{self.port}/0"
+    def log_path(self) -> Path:
+        """Where the server's output goes."""
+        return self.dir / f"{self.name}.log"
 
-    @property
-    def socket_path(self) -> Path:
-        """The server's unix socket (``unix://`` URLs)."""
-        return self.dir / "redis.sock"
+    @abstractmethod
+    def _argv(self) -> list[str]:
+        """The command line that starts the server in the foreground."""
+
+    @abstractmethod
+    def _answers(self) -> bool:
+        """Whether the server answers requests yet."""
 
     def start(self, ready_timeout: float = 10.0) -> None:
         """Start the server and wait until it answers."""
-        with (self.dir / "redis.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--port", str(self.port),
-                    "--bind", LOOPBACK,
-                    "--dir", str(self.dir),
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--daemonize", "no",
-                    "--unixsocket", str(self.socket_path),
-                    "--enable-debug-command", "local",
-                    *self.extra_args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT)
         try:
             self._wait_ready(ready_timeout)
         except BaseException:
@@ -240,28 +230,15 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                log = (self.dir / "redis.log").read_text(errors="replace")
-                raise RuntimeError(f"redis-server exited:\n{log}")
-            if self.command("PING") in ("+PONG", "-NOAUTH Authentication required."):
+                raise RuntimeError(f"{self.binary} exited:\n{self._log()}")
+            if self._answers():
                 return
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout}s")
+        raise RuntimeError(f"{self.binary} did not answer on port {self.port} in {timeout}s:\n"
+                           f"{self._log()}")  # fmt: skip
 
-    def command(self, *args: str) -> str | None:
-        """Send one command over a raw socket; return the first reply line, or ``None``."""
-        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
-                sock.sendall(payload.encode())
-                data = b""
-                while not data.endswith(b"\r\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                return data.decode(errors="replace").split("\r\n", 1)[0]
-        except OSError:
-            return None
+    def _log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server by its PID (``kill=True``: SIGKILL, like a crash)."""
@@ -269,7 +246,7 @@ class RedisServer:
             stop_process(self.proc, kill=kill)
 
     def restart(self) -> None:
-        """Stop and start again on the same port; the data is gone."""
+        """Stop and start again on the same port."""
         self.stop()
         self.start()
 
@@ -289,3 +266,66 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.cleanup()
+
+
+class RedisServer(ServerProcess):
+    """A private ``redis-server``: free loopback port, own temp directory, no persistence.
+
+    ``restart()`` brings it back on the same port (empty); ``stop(kill=True)`` is a crash.
+    Use it as a context manager, or call :meth:`cleanup` to stop it and remove its files::
+
+        with RedisServer() as server:
+            cache = RedisAdapter.from_url(server.url)
+
+    Args:
+        binary: the ``redis-server`` executable.
+        extra_args: more ``--option value`` arguments (e.g. ``"--requirepass", "pw"``).
+    """
+
+    name = "redis"
+
+    def __init__(self, binary: str = "redis-server", *extra_args: str) -> None:
+        super().__init__(binary, *extra_args)
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def socket_path(self) -> Path:
+        """The server's unix socket (``unix://`` URLs)."""
+        return self.dir / "redis.sock"
+
+    def _argv(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", LOOPBACK,
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--unixsocket", str(self.socket_path),
+            "--enable-debug-command", "local",
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def _answers(self) -> bool:
+        return self.command("PING") in ("+PONG", "-NOAUTH Authentication required.")
+
+    def command(self, *args: str) -> str | None:
+        """Send one command over a raw socket; return the first reply line, or ``None``."""
+        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
+                sock.sendall(payload.encode())
+                data = b""
+                while not data.endswith(b"\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.decode(errors="replace").split("\r\n", 1)[0]
+        except OSError:
+            return None

@@ -19,21 +19,15 @@ API. Needs Toxiproxy >= 2.6 (proxy updates use ``PATCH``).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote
 
-from resilient_cache.testing import LOOPBACK, free_port, stop_process
+from resilient_cache.testing import LOOPBACK, ServerProcess
 
 __all__ = [
     "Proxy",
@@ -274,7 +268,7 @@ class Proxy:
         return self.toxic("slow_close", stream=stream, delay=delay_ms)
 
 
-class ToxiproxyServer:
+class ToxiproxyServer(ServerProcess):
     """A private ``toxiproxy-server`` process on a free loopback port, for tests.
 
     Use it as a context manager (or :meth:`start` then :meth:`cleanup`); talk to it through
@@ -285,76 +279,24 @@ class ToxiproxyServer:
         extra_args: more command-line flags (e.g. ``"-proxy-metrics"``).
     """
 
+    name = "toxiproxy"
+
     def __init__(self, binary: str = "toxiproxy-server", *extra_args: str) -> None:
-        self.binary = binary
-        self.extra_args = extra_args
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="resilient-cache-toxiproxy-"))
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(binary, *extra_args)
         self.client = Toxiproxy(self.url)
+        self._probe = Toxiproxy(self.url, timeout=0.5)
 
     @property
     def url(self) -> str:
         """The API's URL, ``http://127.0.0.1:<port>``."""
         return f"http://{LOOPBACK}:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "toxiproxy.log"
+    def _argv(self) -> list[str]:
+        return [self.binary, "-host", LOOPBACK, "-port", str(self.port), *self.extra_args]
 
-    def start(self, ready_timeout: float = 10.0) -> None:
-        """Start the server and wait until its API answers."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-host", LOOPBACK, "-port", str(self.port), *self.extra_args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    def _answers(self) -> bool:
         try:
-            self._wait_ready(ready_timeout)
-        except BaseException:
-            self.stop(kill=True)
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        probe = Toxiproxy(self.url, timeout=0.5)
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"toxiproxy-server exited:\n{self._log()}")
-            try:
-                probe.version()
-            except ToxiproxyError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"toxiproxy-server did not answer on {self.url} in {timeout}s:\n"
-                        f"{self._log()}"
-                    ) from None
-                time.sleep(0.02)
-            else:
-                return
-
-    def _log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop the server by its PID (its proxies go with it)."""
-        if self.proc is not None:
-            stop_process(self.proc, kill=kill)
-
-    def cleanup(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
+            self._probe.version()
+        except ToxiproxyError:
+            return False
+        return True
