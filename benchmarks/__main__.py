@@ -1,109 +1,139 @@
-"""Time and memory of RedisAdapter and of the whole stack relative to raw redis-py.
+"""``python -m benchmarks``: run the benchmarks, print the table, write the results.
 
-One private redis-server; the stack is ``build_cache`` with its defaults (metrics into a
-private registry, tracing through the OpenTelemetry API without an SDK, logging, retry,
-breaker).
-
-Prints ratios (adapter / raw redis-py) from a single run: absolute numbers depend on the
-machine, the ratio is what this library adds. Run with ``make bench``.
+A full run (``make bench``) writes ``.bench/results.json``, ``docs/performance-throughput.svg``
+and the figures section of ``docs/performance.md``. ``--quick`` is a smoke run of a few
+seconds that writes ``.bench/results-quick.json`` only.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
+import os
 import shutil
-import statistics
 import sys
-import time
-import tracemalloc
-from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
 
-import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry
+import structlog
 
-from resilient_cache import CacheSettings, RedisAdapter, build_cache
+from benchmarks import harness, report, system
+from benchmarks.svg import throughput_chart
 from resilient_cache.testing import RedisServer
 
-SEQUENTIAL = 5_000
-CONCURRENT_TASKS = 50
-CONCURRENT_ROUNDS = 100
-REPEATS = 5
-
-Op = Callable[[int], Awaitable[object]]
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+CHART = ROOT / "docs" / "performance-throughput.svg"
+OUT = ROOT / ".bench"
 
 
-async def sequential(op: Op) -> float:
-    started = time.perf_counter()
-    for i in range(SEQUENTIAL):
-        await op(i)
-    return (time.perf_counter() - started) / SEQUENTIAL
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="resilient-cache against raw redis-py, cashews and aiocache.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of a few seconds; touches no docs"
+    )
+    parser.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds (default 5)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="where to write the results")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="do not rewrite docs/performance.md and the SVG"
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.rounds is not None and arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return arguments
 
 
-async def concurrent(op: Op) -> float:
-    started = time.perf_counter()
-    for _ in range(CONCURRENT_ROUNDS):
-        await asyncio.gather(*(op(i) for i in range(CONCURRENT_TASKS)))
-    return (time.perf_counter() - started) / (CONCURRENT_ROUNDS * CONCURRENT_TASKS)
+def _configure_logging(events: TextIO) -> None:
+    """What an application does: INFO and above, here to a file, loggers cached."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.WriteLoggerFactory(file=events),
+        cache_logger_on_first_use=True,
+    )
 
 
-async def peak_memory(op: Op) -> int:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        await asyncio.gather(*(op(i) for i in range(CONCURRENT_TASKS)))
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-
-
-async def best(measure: Callable[[Op], Awaitable[float]], op: Op) -> float:
-    """The median of a few repeats: steadier than one, less flattering than the minimum."""
-    return statistics.median([await measure(op) for _ in range(REPEATS)])
-
-
-async def run(url: str) -> list[tuple[str, float, float, float]]:
-    """Rows of (case, raw redis-py, RedisAdapter alone, the whole build_cache stack)."""
-    raw = aioredis.Redis.from_url(url)
-    adapter = RedisAdapter.from_url(url)
-    stack = build_cache(CacheSettings(redis_url=url), registry=CollectorRegistry())
-    await raw.set("bench:key", "x" * 100)
-    clients: tuple[Any, Any, Any] = (raw, adapter, stack)
-    cases: list[tuple[str, Callable[[Any], Op]]] = [
-        ("get (hit)", lambda c: lambda i: c.get("bench:key")),
-        ("set", lambda c: lambda i: c.set(f"bench:{i}", "v")),
-    ]
-    rows: list[tuple[str, float, float, float]] = []
-    for measure, how in (
-        (sequential, "sequential"),
-        (concurrent, f"{CONCURRENT_TASKS} concurrent"),
-    ):
-        for name, make in cases:
-            a, b, c = [await best(measure, make(client)) for client in clients]
-            rows.append((f"{name}, {how}", a, b, c))
-    get = cases[0][1]
-    a, b, c = [await peak_memory(get(client)) for client in clients]
-    rows.append((f"peak memory, {CONCURRENT_TASKS} concurrent gets", a, b, c))
-    await raw.aclose()
-    await stack.aclose()
-    await adapter.aclose()
-    return rows
-
-
-def main() -> int:
-    binary = shutil.which("redis-server")
+def main(argv: list[str] | None = None) -> int:
+    arguments = _arguments(sys.argv[1:] if argv is None else argv)
+    plan = harness.QUICK if arguments.quick else harness.FULL
+    if arguments.rounds is not None:
+        plan = replace(plan, rounds=arguments.rounds)
+    binary = os.environ.get("RESILIENT_CACHE_REDIS_SERVER") or shutil.which("redis-server")
     if binary is None:
         print("redis-server not found: run scripts/install-deps.sh", file=sys.stderr)
         return 1
-    with RedisServer(binary) as server:
-        rows = asyncio.run(run(server.url))
-    print(f"{'case':<40} {'redis-py':>11} {'adapter':>11} {'ratio':>6} {'stack':>11} {'ratio':>6}")
-    for name, raw, adapter, stack in rows:
-        unit = "KiB" if "memory" in name else "us"
-        scale = 1 / 1024 if "memory" in name else 1e6
-        a, b, c = (f"{v * scale:.1f} {unit}" for v in (raw, adapter, stack))
-        print(f"{name:<40} {a:>11} {b:>11} {adapter / raw:>5.2f}x {c:>11} {stack / raw:>5.2f}x")
+    OUT.mkdir(exist_ok=True)
+    json_path = arguments.json or OUT / (
+        "results-quick.json" if arguments.quick else "results.json"
+    )
+    command = (
+        "make bench"
+        if argv is None and len(sys.argv) == 1
+        else " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
+    )
+
+    load_start = system.load_average()
+    print(
+        f"benchmarks: {plan.rounds} round(s){' (quick)' if arguments.quick else ''}",
+        file=sys.stderr,
+    )
+    with (OUT / "events.log").open("w", encoding="utf-8") as events, RedisServer(binary) as server:
+        _configure_logging(events)
+        outcome = asyncio.run(harness.run(server.url, plan))
+    info: dict[str, Any] = {
+        "date": system.now(),
+        "command": command,
+        "mode": "quick" if arguments.quick else "full",
+        "machine": system.machine(),
+        "versions": system.versions(binary),
+        "load_average": {"start": load_start, "end": system.load_average()},
+    }
+
+    table = report.columns(outcome)
+    found = report.targets(outcome, table)
+    print()
+    print(report.text_table(outcome, table))
+    print()
+    for line in report.extras(outcome, table):
+        print(line)
+    for name, client in outcome.clients.items():
+        if client["status"] != "ok":
+            print(f"{name}: n/a ({client['reason']})")
+    print()
+    for target in found:
+        print(f"[{target.status:^6}] {target.goal}: {target.detail}")
+    for note in report.grouped_notes(outcome.notes):
+        print(f"note: {note}")
+    machine = info["machine"]
+    print(
+        f"\n{machine['nproc']} CPUs ({machine['cpu_model']}), load average {load_start} -> "
+        f"{info['load_average']['end']}; {outcome.seconds:.0f} s"
+    )
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(report.as_json(outcome, table, found, info), encoding="utf-8")
+    print(f"results: {json_path}")
+    if not arguments.quick and not arguments.no_docs:
+        versions = info["versions"]
+        subtitle = (
+            f"median of {plan.rounds} rounds; {machine['nproc']} CPUs, Python "
+            f"{versions['python']}, redis-py {versions['redis']}; {info['date'][:10]}"
+        )
+        CHART.write_text(throughput_chart(table, list(outcome.clients), subtitle), "utf-8")
+        print(f"chart:   {CHART.relative_to(ROOT)}")
+        if report.update_doc(DOC, report.markdown(outcome, table, found, info)):
+            print(f"doc:     {DOC.relative_to(ROOT)}")
+        else:
+            print(f"doc:     {DOC.relative_to(ROOT)} has no {report.DOC_START} marker: not updated")
     return 0
 
 

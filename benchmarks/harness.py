@@ -1,0 +1,526 @@
+"""The measurements, and the interleaved rounds that run them.
+
+One round runs every measurement for every client, one after the other, the clients in an
+order rotated by one place each round (so that no client is always first after a pause or
+always last in a warm cache); the report takes each figure's median over the rounds. Every
+client gets its own keys, written through the client itself (cashews pickles values,
+aiocache JSON-encodes them, so they cannot share), and a warm-up that fills its pool before
+the first round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from benchmarks.clients import (
+    CONTENDERS,
+    POOL_SIZE,
+    Client,
+    Contender,
+    StackClient,
+    build_stack,
+)
+from resilient_cache import (
+    BreakerState,
+    CircuitBreakerLayer,
+    ErrorCode,
+    Failure,
+    Layer,
+    RedisAdapter,
+)
+from resilient_cache.testing import ManualClock, free_port
+
+VALUE: Final = "".join(chr(ord("a") + i % 26) for i in range(100))
+"""Every value: 100 bytes."""
+
+CELL_TIMEOUT: Final = 60.0
+"""A cell that takes longer is abandoned and its client dropped (a hung peer)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything to run."""
+
+    rounds: int
+    sequential_ops: int
+    throughput_seconds: float
+    batch_calls: int
+    breaker_calls: int
+    refused_calls: int
+    memory_gets: int
+    memory_warmup: int
+    warmup_seconds: float
+    concurrency: tuple[int, ...] = (1, 10, 50, 200)
+    keys: int = 1000
+    batch_size: int = 100
+    memory_concurrency: int = 50
+    memory_checkpoints: int = 4
+
+
+FULL: Final = Plan(
+    rounds=5,
+    sequential_ops=2_000,
+    throughput_seconds=0.5,
+    batch_calls=200,
+    breaker_calls=20_000,
+    refused_calls=300,
+    memory_gets=200_000,  # a million under tracemalloc takes ~5 min on 2 CPUs: projected
+    memory_warmup=10_000,
+    warmup_seconds=0.3,
+)
+
+QUICK: Final = Plan(
+    rounds=1,
+    sequential_ops=200,
+    throughput_seconds=0.1,
+    batch_calls=20,
+    breaker_calls=2_000,
+    refused_calls=30,
+    memory_gets=20_000,
+    memory_warmup=2_000,
+    warmup_seconds=0.05,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One client, one measurement, one round."""
+
+    value: float
+    """us per call for latencies, successful calls per second for throughputs."""
+    calls: int
+    failures: int
+    p50_us: float | None = None
+    p99_us: float | None = None
+    max_us: float | None = None
+
+
+@dataclass(frozen=True)
+class Keys:
+    """One client's keys: existing ones to read, others to write."""
+
+    existing: list[str]
+    writes: list[str]
+    batches: list[list[str]]
+    mapping: dict[str, str]
+
+    @classmethod
+    def for_client(cls, name: str, plan: Plan) -> Keys:
+        prefix = "bench:" + name.replace(" ", "-") + ":"
+        existing = [f"{prefix}k{i}" for i in range(plan.keys)]
+        size = plan.batch_size
+        return cls(
+            existing=existing,
+            writes=[f"{prefix}w{i}" for i in range(plan.keys)],
+            batches=[existing[i : i + size] for i in range(0, plan.keys - size + 1, size)],
+            mapping={f"{prefix}m{i}": VALUE for i in range(size)},
+        )
+
+
+Run = Callable[[Client, Keys, Plan], Awaitable[Sample]]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A column of the report."""
+
+    id: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    run: Run
+    concurrency: int | None = None
+
+
+def _quantiles(latencies: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(latencies)
+    last = len(ordered) - 1
+    return (
+        ordered[last // 2] * 1e6,
+        ordered[min(last, math.ceil(0.99 * last))] * 1e6,
+        ordered[last] * 1e6,
+    )
+
+
+async def _sequential(
+    call: Callable[[str], Awaitable[bool]], keys: Sequence[str], count: int
+) -> Sample:
+    latencies: list[float] = []
+    failures = 0
+    perf = time.perf_counter
+    started = perf()
+    for i in range(count):
+        before = perf()
+        try:
+            ok = await call(keys[i % len(keys)])
+        except Exception:
+            ok = False
+        latencies.append(perf() - before)
+        failures += not ok
+    elapsed = perf() - started
+    p50, p99, worst = _quantiles(latencies)
+    return Sample(elapsed / count * 1e6, count, failures, p50, p99, worst)
+
+
+async def sequential_get(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine, one GET after another, of existing keys."""
+    return await _sequential(client.get, keys.existing, plan.sequential_ops)
+
+
+async def sequential_set(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine, one SET after another."""
+
+    async def write(key: str) -> bool:
+        return await client.set(key, VALUE)
+
+    return await _sequential(write, keys.writes, plan.sequential_ops)
+
+
+def throughput(concurrency: int) -> Run:
+    """``concurrency`` coroutines, each GETting existing keys until the time is up."""
+
+    async def run(client: Client, keys: Keys, plan: Plan) -> Sample:
+        loop = asyncio.get_running_loop()
+        existing = keys.existing
+        stride = max(1, len(existing) // concurrency)
+        latencies: list[float] = []
+        failures = 0
+        get = client.get
+        perf = time.perf_counter
+
+        async def worker(index: int) -> None:
+            nonlocal failures
+            position = index * stride
+            while loop.time() < stop:
+                before = perf()
+                try:
+                    ok = await get(existing[position % len(existing)])
+                except Exception:
+                    ok = False
+                latencies.append(perf() - before)
+                failures += not ok
+                position += 1
+
+        stop = loop.time() + plan.throughput_seconds
+        started = perf()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = perf() - started
+        p50, p99, worst = _quantiles(latencies)
+        calls = len(latencies)
+        return Sample((calls - failures) / elapsed, calls, failures, p50, p99, worst)
+
+    return run
+
+
+async def _batches(call: Callable[[int], Awaitable[bool]], count: int) -> Sample:
+    failures = 0
+    started = time.perf_counter()
+    for i in range(count):
+        try:
+            ok = await call(i)
+        except Exception:
+            ok = False
+        failures += not ok
+    return Sample((time.perf_counter() - started) / count * 1e6, count, failures)
+
+
+async def get_many(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine reading ``batch_size`` existing keys per call."""
+
+    async def call(i: int) -> bool:
+        batch = keys.batches[i % len(keys.batches)]
+        return await client.get_many(batch) == len(batch)
+
+    return await _batches(call, plan.batch_calls)
+
+
+async def set_many(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine writing ``batch_size`` keys per call."""
+
+    async def call(_: int) -> bool:
+        return await client.set_many(keys.mapping)
+
+    return await _batches(call, plan.batch_calls)
+
+
+def _coroutines(count: int) -> str:
+    return f"get, {count} coroutine{'s' if count > 1 else ''}"
+
+
+def measures(plan: Plan) -> list[Measure]:
+    """The columns, in report order."""
+    return [
+        Measure("get", "get, sequential", "us", False, sequential_get),
+        Measure("set", "set, sequential", "us", False, sequential_set),
+        *(
+            Measure(f"get_x{c}", _coroutines(c), "ops/s", True, throughput(c), c)
+            for c in plan.concurrency
+        ),
+        Measure("get_many", f"get_many({plan.batch_size})", "us", False, get_many),
+        Measure("set_many", f"set_many({plan.batch_size})", "us", False, set_many),
+    ]
+
+
+# -- the circuit breaker's open path, and memory ---------------------------------------
+
+
+async def open_breaker(coalesce: bool) -> Layer:
+    """A stack against a closed port, failed until its circuit opens; its clock is frozen."""
+    stack = build_stack(
+        f"redis://127.0.0.1:{free_port()}/0", coalesce=coalesce, clock=ManualClock()
+    )
+    breaker = stack.find(CircuitBreakerLayer)
+    assert breaker is not None
+    for _ in range(50):
+        if breaker.state is BreakerState.OPEN:
+            return stack
+        await stack.get("bench:breaker")
+    await stack.aclose()
+    raise RuntimeError(f"the circuit did not open ({breaker.state})")
+
+
+async def rejected_calls(cache: Layer | RedisAdapter, count: int, code: ErrorCode) -> float:
+    """us per ``get`` that fails with ``code`` (checked on the first and the last)."""
+    first = await cache.get("bench:breaker")
+    if not (isinstance(first, Failure) and first.error.code is code):
+        raise RuntimeError(f"expected {code}, got {first!r}")
+    started = time.perf_counter()
+    for _ in range(count):
+        await cache.get("bench:breaker")
+    elapsed = time.perf_counter() - started
+    last = await cache.get("bench:breaker")
+    if not (isinstance(last, Failure) and last.error.code is code):
+        raise RuntimeError(f"expected {code} to the end, got {last!r}")
+    return elapsed / count * 1e6
+
+
+@dataclass(frozen=True)
+class Memory:
+    """tracemalloc's current size over many gets through one client."""
+
+    gets: int
+    warmup: int
+    concurrency: int
+    after_warmup: int
+    checkpoints: list[tuple[int, int]]
+    """(gets done, bytes traced) after each part of the run."""
+    failures: int
+    seconds: float
+
+    @property
+    def growth(self) -> int:
+        return self.checkpoints[-1][1] - self.after_warmup
+
+
+async def memory(client: Client, keys: Keys, plan: Plan) -> Memory:
+    """Run ``memory_gets`` gets (in parts) after a warm-up; trace the memory in use."""
+    existing = keys.existing
+    failures = 0
+
+    async def gets(count: int) -> None:
+        per_worker = count // plan.memory_concurrency
+
+        async def worker(index: int) -> None:
+            nonlocal failures
+            for i in range(index * 7, index * 7 + per_worker):
+                failures += not await client.get(existing[i % len(existing)])
+
+        await asyncio.gather(*(worker(i) for i in range(plan.memory_concurrency)))
+
+    def traced() -> int:
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    try:
+        await gets(plan.memory_warmup)
+        failures = 0
+        base = traced()
+        part = plan.memory_gets // plan.memory_checkpoints
+        checkpoints = []
+        started = time.perf_counter()
+        for done in range(part, part * plan.memory_checkpoints + 1, part):
+            await gets(part)
+            checkpoints.append((done, traced()))
+        seconds = time.perf_counter() - started
+    finally:
+        tracemalloc.stop()
+    return Memory(
+        gets=checkpoints[-1][0],
+        warmup=plan.memory_warmup,
+        concurrency=plan.memory_concurrency,
+        after_warmup=base,
+        checkpoints=checkpoints,
+        failures=failures,
+        seconds=seconds,
+    )
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """Everything one run measured, raw (the report aggregates it)."""
+
+    plan: Plan
+    clients: dict[str, dict[str, str]] = field(default_factory=dict)
+    """name -> description, status ("ok" or "n/a") and the reason for "n/a"."""
+    samples: dict[str, dict[str, list[Sample]]] = field(default_factory=dict)
+    breaker_open_us: dict[str, list[float]] = field(default_factory=dict)
+    refused_us: list[float] = field(default_factory=list)
+    memory: dict[str, Memory] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    event_loop: str = ""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _prepare(contender: Contender, url: str, keys: Keys, plan: Plan) -> Client:
+    """Build a client, write its keys through it, check its answers, fill its pool."""
+    client = await contender.build(url)
+    try:
+        for key in keys.existing:
+            if not await client.set(key, VALUE):
+                raise RuntimeError(f"set({key!r}) failed")
+        missing = [key for key in keys.existing if not await client.get(key)]
+        if missing:
+            raise RuntimeError(f"get() did not find {len(missing)} keys just set")
+        if await client.get_many(keys.batches[0]) != plan.batch_size:
+            raise RuntimeError("get_many() did not find keys just set")
+        if not await client.set_many(keys.mapping):
+            raise RuntimeError("set_many() failed")
+        await throughput(POOL_SIZE)(
+            client, keys, replace(plan, throughput_seconds=plan.warmup_seconds)
+        )
+        await client.recover()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+class _Run:
+    """The state of one run: the clients still in it, their keys, the outcome so far."""
+
+    def __init__(self, url: str, plan: Plan) -> None:
+        self.url = url
+        self.plan = plan
+        self.outcome = Outcome(plan, event_loop=type(asyncio.get_running_loop()).__name__)
+        self.clients: list[Client] = []
+        self.keys: dict[str, Keys] = {}
+        self.breakers: dict[str, Layer] = {}
+        self.refused = RedisAdapter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+
+    async def prepare(self, contenders: Sequence[Contender]) -> None:
+        """Build every client that can run here; mark the others n/a with the reason."""
+        for contender in contenders:
+            entry = {"description": contender.description, "status": "ok", "reason": ""}
+            self.outcome.clients[contender.name] = entry
+            reason = contender.missing()
+            if reason is None:
+                keys = self.keys[contender.name] = Keys.for_client(contender.name, self.plan)
+                try:
+                    self.clients.append(await _prepare(contender, self.url, keys, self.plan))
+                except Exception as exc:
+                    reason = f"failed to run: {type(exc).__name__}: {exc}"
+            if reason is not None:
+                entry.update(status="n/a", reason=reason)
+                _log(f"  {contender.name}: n/a ({reason})")
+        for client in self.clients:
+            if isinstance(client, StackClient):
+                try:
+                    coalesce = client.name.endswith("coalesce")
+                    self.breakers[client.name] = await open_breaker(coalesce)
+                except Exception as exc:
+                    self.outcome.notes.append(f"{client.name}: breaker not measured: {exc}")
+
+    async def cell(self, number: int, measure: Measure, client: Client) -> None:
+        """One measurement of one client; a client that hangs is dropped."""
+        gc.collect()
+        try:
+            async with asyncio.timeout(CELL_TIMEOUT):
+                sample = await measure.run(client, self.keys[client.name], self.plan)
+        except TimeoutError:
+            reason = f"{measure.title} took over {CELL_TIMEOUT:.0f} s: dropped"
+            self.outcome.clients[client.name].update(status="n/a", reason=reason)
+            self.outcome.notes.append(f"{client.name}: {reason}")
+            self.clients.remove(client)
+            await client.aclose()
+            return
+        self.outcome.samples[measure.id][client.name].append(sample)
+        note = await client.recover()
+        if note:
+            self.outcome.notes.append(
+                f"{measure.title}, {client.name}: {note} (round {number + 1})"
+            )
+
+    async def round(self, number: int, columns: list[Measure]) -> None:
+        """Every measurement for every client, the clients' order rotated by ``number``."""
+        shift = number % max(1, len(self.clients))
+        order = self.clients[shift:] + self.clients[:shift]
+        for measure in columns:
+            for client in order:
+                if client in self.clients:  # not dropped earlier in this round
+                    await self.cell(number, measure, client)
+        for name, stack in self.breakers.items():
+            gc.collect()
+            cost = await rejected_calls(stack, self.plan.breaker_calls, ErrorCode.CIRCUIT_OPEN)
+            self.outcome.breaker_open_us.setdefault(name, []).append(cost)
+        self.outcome.refused_us.append(
+            await rejected_calls(self.refused, self.plan.refused_calls, ErrorCode.CONNECTION)
+        )
+
+    async def memory(self) -> None:
+        """The memory run, through every stack."""
+        for client in self.clients:
+            if isinstance(client, StackClient):
+                _log(f"  memory: {self.plan.memory_gets:,} gets through {client.name}...")
+                result = await memory(client, self.keys[client.name], self.plan)
+                self.outcome.memory[client.name] = result
+                _log(f"    {result.seconds:.0f} s, {result.growth:+,} bytes")
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+        for stack in self.breakers.values():
+            await stack.aclose()
+        await self.refused.aclose()
+
+
+async def run(url: str, plan: Plan, contenders: Sequence[Contender] = CONTENDERS) -> Outcome:
+    """Prepare every client, run the interleaved rounds, then the memory runs."""
+    started = time.perf_counter()
+    state = _Run(url, plan)
+    try:
+        await state.prepare(contenders)
+        columns = measures(plan)
+        for measure in columns:
+            state.outcome.samples[measure.id] = {client.name: [] for client in state.clients}
+        for number in range(plan.rounds):
+            round_started = time.perf_counter()
+            await state.round(number, columns)
+            elapsed = time.perf_counter() - round_started
+            _log(f"  round {number + 1}/{plan.rounds}: {elapsed:.1f} s")
+        await state.memory()
+    finally:
+        await state.aclose()
+    state.outcome.seconds = time.perf_counter() - started
+    return state.outcome
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, NaN for no values."""
+    return statistics.median(values) if values else math.nan

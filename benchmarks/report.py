@@ -1,0 +1,449 @@
+"""From the raw samples of a run to figures, ratios, targets, a table, JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from benchmarks.clients import BASELINE, BLOCKING_BASELINE
+from benchmarks.harness import Measure, Memory, Outcome, Sample, measures, median
+
+DOC_START: Final = "<!-- bench:start -->"
+DOC_END: Final = "<!-- bench:end -->"
+
+MEMORY_GROWTH_LIMIT: Final = 64 * 1024
+"""Traced growth over the whole memory run that still counts as none (allocator noise)."""
+
+MEMORY_JUDGED_FROM: Final = 200_000
+"""Fewer gets leave pools and caches still settling: the growth is shown, not judged."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One client's figure for one measurement: the median over the rounds."""
+
+    value: float
+    ratio: float | None
+    """Against the column's baseline: time ratio for latencies, throughput ratio otherwise."""
+    failures: int
+    calls: int
+    rounds: list[float]
+    p50_us: float | None
+    p99_us: float | None
+    max_us: float | None
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median over the rounds: how noisy the figure is."""
+        if len(self.rounds) < 2 or not self.value:
+            return 0.0
+        return (max(self.rounds) - min(self.rounds)) / self.value
+
+
+@dataclass(frozen=True)
+class Column:
+    """One measurement across clients."""
+
+    measure: Measure
+    baseline: str | None
+    figures: dict[str, Figure]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal of the project, and whether the run met it."""
+
+    goal: str
+    status: str  # "met", "missed" or "n/a"
+    detail: str
+
+
+def _optional_median(samples: list[Sample], attribute: str) -> float | None:
+    values = [getattr(s, attribute) for s in samples if getattr(s, attribute) is not None]
+    return median(values) if values else None
+
+
+def columns(outcome: Outcome) -> list[Column]:
+    """Medians and ratios, column by column.
+
+    The baseline is plain redis-py; where it failed calls (its pool refuses more than 50
+    commands in flight), redis-py on a blocking pool of the same size.
+    """
+    result = []
+    for measure in measures(outcome.plan):
+        samples = outcome.samples.get(measure.id, {})
+        raw: dict[str, tuple[float, int, int, list[Sample]]] = {}
+        for name, runs in samples.items():
+            if runs:
+                raw[name] = (
+                    median([s.value for s in runs]),
+                    sum(s.failures for s in runs),
+                    sum(s.calls for s in runs),
+                    runs,
+                )
+        baseline = next(
+            (b for b in (BASELINE, BLOCKING_BASELINE) if b in raw and raw[b][1] == 0), None
+        )
+        base_value = raw[baseline][0] if baseline else math.nan
+        figures = {}
+        for name, (value, failures, calls, runs) in raw.items():
+            ratio = value / base_value if baseline and base_value else None
+            figures[name] = Figure(
+                value=value,
+                ratio=ratio,
+                failures=failures,
+                calls=calls,
+                rounds=[s.value for s in runs],
+                p50_us=_optional_median(runs, "p50_us"),
+                p99_us=_optional_median(runs, "p99_us"),
+                max_us=_optional_median(runs, "max_us"),
+            )
+        result.append(Column(measure, baseline, figures))
+    return result
+
+
+def _better(column: Column, a: Figure, b: Figure) -> bool:
+    if column.measure.higher_is_better:
+        return a.value >= b.value
+    return a.value <= b.value
+
+
+def _ratio_target(
+    goal: str, table: list[Column], ids: list[str], client: str, limit: float
+) -> Target:
+    """Every listed column of ``client`` within ``limit`` of the baseline, without failures."""
+    parts, verdicts = [], []
+    for column in table:
+        figure = column.figures.get(client)
+        if column.measure.id not in ids or figure is None or figure.ratio is None:
+            continue
+        high = column.measure.higher_is_better
+        within = figure.ratio >= limit if high else figure.ratio <= limit
+        verdicts.append(within and figure.failures == 0)
+        failed = f", {figure.failures} failed calls" if figure.failures else ""
+        parts.append(f"{column.measure.title}: {figure.ratio:.3f}x{failed}")
+    if not verdicts:
+        return Target(goal, "n/a", f"no {client} figures in this run")
+    return Target(goal, "met" if all(verdicts) else "missed", "; ".join(parts))
+
+
+def _peer_target(table: list[Column], peer: str) -> Target:
+    goal = f"stack ahead of {peer}"
+    wins, behind = 0, []
+    for column in table:
+        mine, theirs = column.figures.get("stack"), column.figures.get(peer)
+        if mine is None or theirs is None:
+            continue
+        if mine.failures == 0 and _better(column, mine, theirs):
+            wins += 1
+        else:
+            behind.append(column.measure.title)
+    total = wins + len(behind)
+    if not total:
+        return Target(goal, "n/a", f"{peer} did not run")
+    detail = f"ahead in {wins} of {total} columns"
+    if behind:
+        detail += "; behind or failing in: " + "; ".join(behind)
+    return Target(goal, "met" if not behind else "missed", detail)
+
+
+def _breaker_target(outcome: Outcome) -> Target:
+    goal = "a call while the breaker is open < 20 us"
+    costs = outcome.breaker_open_us.get("stack")
+    if not costs:
+        return Target(goal, "n/a", "not measured")
+    cost = median(costs)
+    return Target(goal, "met" if cost < 20 else "missed", f"{cost:.1f} us per call")
+
+
+def _memory_target(outcome: Outcome) -> Target:
+    goal = "no memory growth over 1M gets (under 64 KiB traced)"
+    result = outcome.memory.get("stack")
+    if result is None:
+        return Target(goal, "n/a", "not measured")
+    growth = projected_growth(result)
+    if result.gets < MEMORY_JUDGED_FROM:
+        return Target(
+            goal, "n/a", f"{result.gets:,} gets are too few to judge ({how_much(result)})"
+        )
+    how = "measured" if result.gets >= 1_000_000 else f"projected from {result.gets:,}"
+    status = "met" if growth < MEMORY_GROWTH_LIMIT else "missed"
+    return Target(goal, status, f"{growth:+,.0f} bytes over 1M gets ({how})")
+
+
+def how_much(result: Memory) -> str:
+    """The traced growth of a memory run, in words."""
+    return f"{result.growth:+,} bytes after {result.gets:,} gets"
+
+
+def targets(outcome: Outcome, table: list[Column]) -> list[Target]:
+    """The project's performance goals, checked against this run."""
+    busy = [c.measure.id for c in table if (c.measure.concurrency or 0) >= 50]
+    return [
+        _ratio_target(
+            "stack sequential latency <= 1.10x redis-py", table, ["get", "set"], "stack", 1.10
+        ),
+        _ratio_target(
+            "stack at 50 coroutines >= 0.90x redis-py throughput", table, ["get_x50"], "stack", 0.90
+        ),
+        _breaker_target(outcome),
+        _peer_target(table, "cashews"),
+        _peer_target(table, "aiocache"),
+        _ratio_target(
+            "stack+coalesce >= 2x redis-py throughput at 50+ coroutines",
+            table,
+            busy,
+            "stack+coalesce",
+            2.0,
+        ),
+        _memory_target(outcome),
+    ]
+
+
+def projected_growth(result: Memory) -> float:
+    """Traced growth over a million gets: measured if the run had them, else projected.
+
+    The projection keeps what the first part of the run added (pools, buffers and caches
+    settling) and extends the slope between the first and the last checkpoints.
+    """
+    if result.gets >= 1_000_000 or len(result.checkpoints) < 2:
+        return result.growth / result.gets * 1_000_000 if result.gets else math.nan
+    (first_gets, first), (last_gets, last) = result.checkpoints[0], result.checkpoints[-1]
+    slope = (last - first) / (last_gets - first_gets)
+    return first - result.after_warmup + slope * (1_000_000 - first_gets)
+
+
+# -- formatting --------------------------------------------------------------------------
+
+
+def _number(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if unit == "ops/s":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def _label(measure: Measure) -> str:
+    return f"{measure.title} ({measure.unit})"
+
+
+def text_table(outcome: Outcome, table: list[Column]) -> str:
+    """The terminal table: a value line and a ratio line per measurement."""
+    names = list(outcome.clients)
+    widths = [max(len(n), 9) for n in names]
+    label_width = max(len(_label(c.measure)) for c in table) + 2
+    lines = [" " * label_width + "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))]
+    flagged = False
+    for column in table:
+        values, ratios = [], []
+        for name, width in zip(names, widths, strict=True):
+            figure = column.figures.get(name)
+            if figure is None:
+                values.append("n/a".rjust(width))
+                ratios.append("".rjust(width))
+                continue
+            mark = "!" if figure.failures else ""
+            flagged = flagged or bool(mark)
+            values.append((_number(figure.value, column.measure.unit) + mark).rjust(width))
+            ratio = "" if figure.ratio is None else f"{figure.ratio:.2f}x"
+            if name == column.baseline:
+                ratio = "base"
+            ratios.append(ratio.rjust(width))
+        lines.append(_label(column.measure).ljust(label_width) + "  ".join(values))
+        lines.append(" " * label_width + "  ".join(ratios))
+    if flagged:
+        lines.append("")
+        lines.append("! some calls failed (counted out of the throughput):")
+        for column in table:
+            for name, figure in column.figures.items():
+                if figure.failures:
+                    share = figure.failures / figure.calls if figure.calls else 0
+                    lines.append(
+                        f"  {column.measure.title}, {name}: {figure.failures:,} of "
+                        f"{figure.calls:,} calls ({share:.1%}); slowest {_ms(figure.max_us)}"
+                    )
+    return "\n".join(lines)
+
+
+def _ms(us: float | None) -> str:
+    return "n/a" if us is None else f"{us / 1000:,.1f} ms"
+
+
+def extras(outcome: Outcome, table: list[Column]) -> list[str]:
+    """The slowest calls, breaker, refused-connection and memory figures, one line each."""
+    lines = []
+    busiest = max(table, key=lambda c: c.measure.concurrency or 0)
+    if busiest.measure.concurrency:
+        slowest = ", ".join(
+            f"{name} {_ms(figure.max_us)}" for name, figure in busiest.figures.items()
+        )
+        lines.append(f"{busiest.measure.title}, slowest call: {slowest}")
+    for name, costs in outcome.breaker_open_us.items():
+        lines.append(f"{name}, breaker open: {median(costs):.1f} us per call (no I/O)")
+    if outcome.refused_us:
+        lines.append(
+            f"adapter, connection refused (for comparison, no breaker): "
+            f"{median(outcome.refused_us):.1f} us per call"
+        )
+    for name, result in outcome.memory.items():
+        lines.append(_memory_line(name, result))
+    return lines
+
+
+def _memory_line(name: str, result: Memory) -> str:
+    trend = ", ".join(f"{(b - result.after_warmup):+,}" for _, b in result.checkpoints)
+    projected = projected_growth(result)
+    scaled = "" if result.gets >= 1_000_000 else f" ({projected:+,.0f} B projected to 1M)"
+    failed = f", {result.failures} failed" if result.failures else ""
+    return (
+        f"{name}, memory: {result.growth:+,} B traced after {result.gets:,} gets vs after "
+        f"{result.warmup:,} warm-up gets{scaled}; by quarter: {trend} B; "
+        f"{result.seconds:.0f} s with tracemalloc{failed}"
+    )
+
+
+def markdown(
+    outcome: Outcome, table: list[Column], found: list[Target], info: dict[str, Any]
+) -> str:
+    """The figures section of docs/performance.md."""
+    names = list(outcome.clients)
+    out = [
+        f"Last run: {info['date']}, `{info['command']}`, {outcome.plan.rounds} rounds, "
+        f"{outcome.seconds:.0f} s; {info['machine']['nproc']} CPUs "
+        f"({info['machine']['cpu_model']}), Linux {info['machine']['kernel']}, Python "
+        f"{info['versions']['python']}, redis-py {info['versions']['redis']}, hiredis "
+        f"{info['versions']['hiredis']}, redis-server {info['versions']['redis-server']}, "
+        f"load average {info['load_average']['start']} at the start, "
+        f"{info['load_average']['end']} at the end.",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for column in table:
+        cells = []
+        for name in names:
+            figure = column.figures.get(name)
+            if figure is None:
+                cells.append("n/a")
+                continue
+            value = _number(figure.value, column.measure.unit)
+            if figure.failures:
+                share = figure.failures / figure.calls if figure.calls else 0
+                value += f" ⚠ {share:.1%} failed"
+            if name == column.baseline:
+                cells.append(f"{value} (base)")
+            elif figure.ratio is not None:
+                cells.append(f"{value} ({figure.ratio:.2f}x)")
+            else:
+                cells.append(value)
+        out.append(f"| {_label(column.measure)} | " + " | ".join(cells) + " |")
+    out.append("")
+    out += [f"- {line}" for line in extras(outcome, table)]
+    unavailable = [(n, c["reason"]) for n, c in outcome.clients.items() if c["status"] != "ok"]
+    out += [f"- {name}: n/a ({reason})" for name, reason in unavailable]
+    out += ["", "| target | status | this run |", "|---|---|---|"]
+    out += [f"| {t.goal} | {t.status} | {t.detail} |" for t in found]
+    if outcome.notes:
+        out += ["", "Notes from the run:", ""]
+        out += [f"- {note}" for note in grouped_notes(outcome.notes)]
+    return "\n".join(out)
+
+
+def grouped_notes(notes: list[str]) -> list[str]:
+    """Notes that differ only in their round, once each, with the rounds listed."""
+    rounds: dict[str, list[str]] = {}
+    for note in notes:
+        text, _, which = note.rpartition(" (round ")
+        if text and which.endswith(")"):
+            rounds.setdefault(text, []).append(which[:-1])
+        else:
+            rounds.setdefault(note, [])
+    return [
+        f"{text} (round{'s' if len(which) > 1 else ''} {', '.join(which)})" if which else text
+        for text, which in rounds.items()
+    ]
+
+
+def update_doc(path: Path, section: str) -> bool:
+    """Replace what lies between the markers of ``path``; ``False`` if they are missing."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(DOC_START), text.find(DOC_END)
+    if start < 0 or end < start:
+        return False
+    head = text[: start + len(DOC_START)]
+    path.write_text(f"{head}\n{section}\n{text[end:]}", encoding="utf-8")
+    return True
+
+
+def as_json(
+    outcome: Outcome, table: list[Column], found: list[Target], info: dict[str, Any]
+) -> str:
+    """Raw figures, ratios, targets and the environment, for machines."""
+    results: dict[str, Any] = {}
+    for column in table:
+        results[column.measure.id] = {
+            "title": column.measure.title,
+            "unit": column.measure.unit,
+            "higher_is_better": column.measure.higher_is_better,
+            "concurrency": column.measure.concurrency,
+            "baseline": column.baseline,
+            "clients": {
+                name: {
+                    "median": figure.value,
+                    "ratio": figure.ratio,
+                    "rounds": figure.rounds,
+                    "spread": figure.spread,
+                    "calls": figure.calls,
+                    "failures": figure.failures,
+                    "p50_us": figure.p50_us,
+                    "p99_us": figure.p99_us,
+                    "max_us": figure.max_us,
+                }
+                for name, figure in column.figures.items()
+            },
+        }
+    document = {
+        "schema": 1,
+        **info,
+        "duration_s": round(outcome.seconds, 1),
+        "event_loop": outcome.event_loop,
+        "plan": asdict(outcome.plan),
+        "clients": outcome.clients,
+        "results": results,
+        "breaker_open_us": {
+            name: {"median": median(costs), "rounds": costs}
+            for name, costs in outcome.breaker_open_us.items()
+        },
+        "connection_refused_us": {
+            "client": "adapter",
+            "median": median(outcome.refused_us) if outcome.refused_us else None,
+            "rounds": outcome.refused_us,
+        },
+        "memory": {
+            name: {
+                **asdict(result),
+                "growth_bytes": result.growth,
+                "growth_over_1m_gets": projected_growth(result),
+                "projected": result.gets < 1_000_000,
+            }
+            for name, result in outcome.memory.items()
+        },
+        "targets": [asdict(t) for t in found],
+        "notes": outcome.notes,
+    }
+    return json.dumps(_finite(document), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
