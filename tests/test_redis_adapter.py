@@ -576,3 +576,42 @@ async def test_rediss_verifies_the_server_certificate(redis_binary: str, tmp_pat
         await untrusted.aclose()
     finally:
         server.cleanup()
+
+
+async def test_a_saturated_pool_does_not_trip_the_breaker(redis_server: RedisServer) -> None:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from resilient_cache import (  # noqa: PLC0415
+        BreakerState,
+        CacheSettings,
+        CircuitBreakerLayer,
+        build_cache,
+    )
+
+    settings = CacheSettings.model_validate(
+        {"redis_url": redis_server.url, "deadline": 0.2, "redis": {"max_connections": 1}}
+    )
+    cache = build_cache(settings, registry=CollectorRegistry())
+    breaker = cache.find(CircuitBreakerLayer)
+    assert breaker is not None
+    await cache.ping()
+    sleeper = await block_server(redis_server, 0.6)
+    # one call holds the only connection (a real timeout: counted); nine wait for it and hit
+    # their deadline while waiting (the client is saturated, not Redis: not counted)
+    results = await asyncio.gather(*(cache.get(f"k{i}") for i in range(10)))
+    await sleeper
+    assert all(isinstance(r, Failure) and r.error.code is ErrorCode.TIMEOUT for r in results)
+    assert breaker.state is BreakerState.CLOSED
+    await cache.aclose()
+
+
+async def test_a_standalone_pool_wait_timeout_does_not_trip(redis_server: RedisServer) -> None:
+    cache = RedisAdapter.from_url(redis_server.url, max_connections=1, operation_timeout=0.2)
+    await cache.ping()
+    sleeper = await block_server(redis_server, 0.5)
+    first, second = await asyncio.gather(cache.get("a"), cache.get("b"))
+    await sleeper
+    waited = next(e for e in (error_of(first), error_of(second)) if "pool" in e.message)
+    assert waited.code is ErrorCode.TIMEOUT
+    assert not waited.trips_breaker
+    await cache.aclose()

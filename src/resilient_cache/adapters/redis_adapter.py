@@ -43,7 +43,7 @@ from resilient_cache.adapters.redis_options import (
     pool_settings,
     redact_url,
 )
-from resilient_cache.domain.deadline import call_deadline
+from resilient_cache.domain.deadline import call_deadline, waiting_for_connection
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
@@ -249,7 +249,10 @@ class RedisAdapter:
         bounded = _UNBOUNDED if outer is not None and outer <= bound else asyncio.timeout_at(bound)
         try:
             async with bounded:
+                # left set if the wait is cut short, for the breaker to read (it resets it)
+                waiting_for_connection.set(True)
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                waiting_for_connection.set(False)
                 if len(commands) == 1:
                     await conn.send_command(*commands[0])
                 else:
@@ -267,7 +270,14 @@ class RedisAdapter:
             return replies
         except Exception as exc:  # mapped below; CancelledError is not an Exception
             # once a connection was handed over, the command may have been sent
-            return self._error(operation, key, exc, maybe_applied=conn is not None and write)
+            error = self._error(operation, key, exc, maybe_applied=conn is not None and write)
+            if conn is None and isinstance(exc, TimeoutError):  # saturated here, not in Redis
+                error = replace(
+                    error,
+                    message=f"no free connection in the pool within {self._timeout}s",
+                    trips_breaker=False,
+                )
+            return error
         finally:
             if conn is not None:  # outside the timeout: our own deadline never interrupts it
                 await self._release(conn)

@@ -18,3 +18,13 @@ def deadline_expired() -> bool:
     """Tell whether the current call's deadline has passed."""
     deadline_at = call_deadline.get()
     return deadline_at is not None and asyncio.get_running_loop().time() >= deadline_at
+
+
+waiting_for_connection: ContextVar[bool] = ContextVar(
+    "resilient_cache_waiting_for_connection", default=False
+)
+"""Set by the adapter while the current call waits for a free pooled connection.
+
+A call cut by its deadline during that wait says nothing about Redis's health (the client
+is saturated, not the server), so the circuit breaker does not count it.
+"""

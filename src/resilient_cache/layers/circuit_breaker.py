@@ -32,6 +32,7 @@ from typing import Final, TypeVar
 
 import pybreaker
 
+from resilient_cache.domain.deadline import waiting_for_connection
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
@@ -158,13 +159,17 @@ class CircuitBreakerLayer(Layer):
         probe = self._admit()
         if probe is None:
             return Failure(self._rejection(operation, key))
+        token = waiting_for_connection.set(False)
         try:
             result = await call()
         except asyncio.CancelledError:
-            if deadline_expired():  # cut by the call's deadline: Redis was too slow
+            # cut by the call's deadline: Redis was too slow, unless the call was still
+            # waiting for a pooled connection (the client was saturated, not Redis)
+            if deadline_expired() and not waiting_for_connection.get():
                 self._record(Failure(_DEADLINE_HIT), probe)
             raise  # the caller's own cancellation counts for nothing
         finally:
+            waiting_for_connection.reset(token)
             if probe:
                 self._probes -= 1  # also when cancelled: the permit goes back
         self._record(result, probe)
