@@ -217,6 +217,12 @@ class RedisAdapter:
         """Where this adapter connects: address (host or socket path), port, database."""
         return self._endpoint
 
+    def _pool_exhausted(self) -> bool:
+        pool = self._pool
+        return not pool._available_connections and (
+            len(pool._in_use_connections) >= pool.max_connections
+        )
+
     def pool_stats(self) -> PoolStats:
         """Count the pool's connections (for the pool gauge; also shows leaks in tests)."""
         pool = self._pool
@@ -249,8 +255,11 @@ class RedisAdapter:
         bounded = _UNBOUNDED if outer is not None and outer <= bound else asyncio.timeout_at(bound)
         try:
             async with bounded:
-                # left set if the wait is cut short, for the breaker to read (it resets it)
-                waiting_for_connection.set(True)
+                # Every connection busy: this call queues for one. A deadline hit while queued
+                # says the client is saturated, not that Redis is slow; the flag stays set if
+                # the wait is cut short, for the breaker to read (it resets it). Connecting
+                # itself (also inside get_connection) is Redis's business: not flagged.
+                waiting_for_connection.set(self._pool_exhausted())
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 waiting_for_connection.set(False)
                 if len(commands) == 1:
@@ -271,7 +280,7 @@ class RedisAdapter:
         except Exception as exc:  # mapped below; CancelledError is not an Exception
             # once a connection was handed over, the command may have been sent
             error = self._error(operation, key, exc, maybe_applied=conn is not None and write)
-            if conn is None and isinstance(exc, TimeoutError):  # saturated here, not in Redis
+            if conn is None and isinstance(exc, TimeoutError) and waiting_for_connection.get():
                 error = replace(
                     error,
                     message=f"no free connection in the pool within {self._timeout}s",
