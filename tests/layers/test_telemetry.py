@@ -245,9 +245,13 @@ async def test_retries_and_breaker_transitions_are_logged(registry: CollectorReg
         "event": "resilient_cache.circuit_opened", "log_level": "error",
         "cache": "default", "from_state": "closed", "to_state": "open",
     }  # fmt: skip
-    circuit_open = [e for e in logs if e.get("error_type") == "circuit_open"]
-    assert circuit_open
-    assert {e["log_level"] for e in circuit_open} == {"debug"}  # no flood while open
+    # no flood while open: rejections are not logged unless debug is on
+    assert not [e for e in logs if e.get("error_type") == "circuit_open"]
+    debug_cache = LoggingLayer(ScriptedCache(), debug=True)
+    debug_cache.inner.fail(ErrorCode.CIRCUIT_OPEN)  # type: ignore[attr-defined]
+    with structlog.testing.capture_logs() as debug_logs:
+        await debug_cache.get("k")
+    assert [(e["error_type"], e["log_level"]) for e in debug_logs] == [("circuit_open", "debug")]
     await cache.aclose()
 
 

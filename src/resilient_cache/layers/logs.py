@@ -6,9 +6,10 @@ Events are named ``resilient_cache.<noun>_<past verb>`` and carry the metric lab
 ==============================================  =======  ===================================
 event                                           level    when
 ==============================================  =======  ===================================
-``resilient_cache.call_failed``                 warning  a call returned a Failure (debug
-                                                         for CIRCUIT_OPEN: the circuit's own
-                                                         events already tell)
+``resilient_cache.call_failed``                 warning  a call returned a Failure (for
+                                                         CIRCUIT_OPEN only with ``debug=True``,
+                                                         at debug: the circuit's own events
+                                                         already tell)
 ``resilient_cache.call_succeeded``              debug    a call succeeded (only with
                                                          ``debug=True``)
 ``resilient_cache.call_retried``                info     a retry is about to happen
@@ -80,6 +81,9 @@ class LoggingLayer(Layer):
         result = await call()
         if isinstance(result, Failure):
             error = result.error
+            circuit_open = error.code is ErrorCode.CIRCUIT_OPEN
+            if circuit_open and not self._debug:
+                return result  # the circuit's own events tell; no flood while it is open
             fields: dict[str, Any] = {
                 "cache": self._cache,
                 "operation": operation,
@@ -90,7 +94,7 @@ class LoggingLayer(Layer):
             }
             if self._log_keys and key is not None:
                 fields["key"] = key
-            level = "debug" if error.code is ErrorCode.CIRCUIT_OPEN else "warning"
+            level = "debug" if circuit_open else "warning"
             getattr(self._log, level)("resilient_cache.call_failed", **fields)
         elif self._debug:
             self._log.debug(

@@ -167,6 +167,7 @@ class MetricsLayer(Layer):
         self._m = _families(registry if registry is not None else REGISTRY)
         self._durations: dict[tuple[str, str], Callable[[float], None]] = {}
         self._after_call: Callable[[], None] | None = None
+        self._error_counts: dict[tuple[str, ErrorCode], Callable[[], None]] = {}
         self._hits = self._m.gets.labels(cache_name, "hit")
         self._misses = self._m.gets.labels(cache_name, "miss")
         self._fallbacks = self._m.gets.labels(cache_name, "fallback")
@@ -203,7 +204,12 @@ class MetricsLayer(Layer):
             self._durations[operation, outcome] = observe
         observe(seconds)
         if isinstance(result, Failure):
-            self._m.errors.labels(self._cache, operation, result.error.code.value).inc()
+            code = result.error.code
+            count = self._error_counts.get((operation, code))
+            if count is None:
+                count = self._m.errors.labels(self._cache, operation, code.value).inc
+                self._error_counts[operation, code] = count
+            count()
 
     def _count_lookups(self, result: Result[object, CacheError], keys: int) -> None:
         match result:
