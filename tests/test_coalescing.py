@@ -95,3 +95,34 @@ async def test_every_caller_keeps_its_own_deadline(cache: RedisAdapter) -> None:
     with pytest.raises(TimeoutError):
         await impatient()
     assert await patient == Success("v2")
+
+
+async def test_a_failed_batch_counts_once_against_the_breaker() -> None:
+    from resilient_cache import BreakerState, CircuitBreakerLayer  # noqa: PLC0415
+    from resilient_cache.testing import LOOPBACK, ManualClock, free_port  # noqa: PLC0415
+
+    adapter = RedisAdapter.from_url(f"redis://{LOOPBACK}:{free_port()}/0", coalesce_reads=True)
+    breaker = CircuitBreakerLayer(adapter, clock=ManualClock())
+    for batch in range(1, 6):
+        results = await asyncio.gather(*(breaker.get(f"k{i}") for i in range(10)))
+        assert all(isinstance(r, Failure) for r in results)
+        # one refused round trip is one failure, however many callers shared it; and the
+        # echoes handed to the others neither count nor reset the count
+        expected = BreakerState.OPEN if batch == 5 else BreakerState.CLOSED
+        assert breaker.state is expected, batch
+    await adapter.aclose()
+
+
+async def test_closing_answers_the_waiting_callers_instead_of_cancelling_them(
+    redis_server: RedisServer,
+) -> None:
+    cache = RedisAdapter.from_url(redis_server.url, coalesce_reads=True)
+    await cache.ping()
+    sleeper = await block_server(redis_server, 0.3)
+    waiting = asyncio.create_task(cache.get("k"))
+    await asyncio.sleep(0.05)
+    await cache.aclose()
+    result = await waiting
+    assert isinstance(result, Failure)
+    assert result.error.code is ErrorCode.CONNECTION
+    await sleeper

@@ -93,3 +93,11 @@ def test_importing_the_package_has_no_side_effects() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip()
+
+
+async def test_a_pathological_pattern_is_refused_not_raised() -> None:
+    cache = MemoryCache()
+    await cache.set("a" * 1000, "v")
+    result = await cache.delete_pattern("*a" * 1100)
+    assert not result.is_success()
+    assert await cache.exists("a" * 1000) == Success(True)

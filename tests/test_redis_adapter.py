@@ -350,6 +350,10 @@ def test_redact_url() -> None:
     assert redact_url("unix:///run/r.sock") == "unix:///run/r.sock"
     assert redact_url("redis://host:1") == "redis://host:1"
     assert redact_url("localhost:6379") == "localhost:6379"  # shown as typed
+    # unencoded '#', '/', '?' in a password confuse URL parsers: still hidden
+    assert redact_url("redis://app:4711#xK9@cache:6379/0") == "redis://app:***@cache:6379/0"
+    assert redact_url("redis://:se/cret@h:1/0") == "redis://:***@h:1/0"
+    assert redact_url("redis://:abc?def@h/0") == "redis://:***@h/0"
 
 
 # -- what goes over the wire -------------------------------------------------------------
@@ -475,6 +479,8 @@ def test_bad_options_raise_configuration_error_naming_the_setting(
         "rediss://:pw@host/0?ssl_cert_reqs=none",  # would switch verification off
         "redis://:pw@host/0?socket_timeout=30",  # would override the options
         "redis://:pw@host/0?bogus=1",  # would fail every call later
+        "redis://app:pw#xK9@cache:6379/0",  # parsed as host 'app', port 'pw'
+        "redis://:pw/se@cache:6379/0",
     ],
 )
 def test_bad_urls_raise_configuration_error_without_the_password(url: str) -> None:

@@ -70,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM / SIGHUP during the demo, cleaned up
+        return 143
 
 
 def _settings(redis_url: str | None) -> Any:

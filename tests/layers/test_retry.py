@@ -190,3 +190,15 @@ def test_bad_settings_raise(kwargs: dict[str, object], setting: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         RetryLayer(ScriptedCache(), **kwargs)  # type: ignore[arg-type]
     assert info.value.setting == setting
+
+
+async def test_a_write_that_may_have_happened_says_so_after_retries(
+    scripted: ScriptedCache, sleeps: Sleeps
+) -> None:
+    cache = layer(scripted, sleeps, attempts=3)
+    scripted.fail(ErrorCode.CONNECTION, maybe_applied=True)  # reset after the SET was sent
+    scripted.fail(ErrorCode.CIRCUIT_OPEN)  # the retry meets an open circuit
+    result = await cache.set("k", "v")
+    assert isinstance(result, Failure)
+    assert result.error.code is ErrorCode.CIRCUIT_OPEN
+    assert result.error.maybe_applied  # the first attempt's news is not lost

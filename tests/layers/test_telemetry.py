@@ -284,3 +284,10 @@ async def test_rejected_lookups_are_errors_not_fallbacks(registry: CollectorRegi
     assert sample(registry, errors, cache="default", operation="get", error_type="validation") == 1
     await cache.get_many(["a", "a", "b"])
     assert sample(registry, gets, cache="default", result="miss") == 2  # distinct keys
+
+
+async def test_metrics_never_raise_on_bad_batch_input(registry: CollectorRegistry) -> None:
+    cache = MetricsLayer(ScriptedCache(), registry=registry)
+    result = await cache.get_many([["not", "a", "key"]])  # type: ignore[list-item]
+    assert isinstance(result, Failure)
+    assert result.error.code is ErrorCode.VALIDATION

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from resilient_cache.domain.errors import CacheError
+from resilient_cache.domain.errors import CacheError, ErrorCode
 
 Fetch = Callable[[Sequence[bytes]], Awaitable[Sequence[Any] | CacheError]]
 """Reads the given keys in one round trip: their replies in order, or why not."""
@@ -54,17 +55,26 @@ class ReadCoalescer:
             return
         try:
             replies = await self._fetch(keys)
-        except BaseException:  # closed while in flight: the callers cannot be answered
+        except BaseException:  # closed while in flight: tell the callers, do not cancel them
+            closed = CacheError.of(ErrorCode.CONNECTION, "the cache was closed", operation="get")
             for waiter in waiters:
                 if not waiter.done():
-                    waiter.cancel()
+                    waiter.set_result(closed)
             raise
-        for index, waiter in enumerate(waiters):
+        if isinstance(replies, CacheError):
+            # One round trip failed, once: only one caller's error counts against a circuit
+            # breaker; the others carry the same news without counting it again.
+            echo = replace(replies, trips_breaker=False)
+            waiting = [waiter for waiter in waiters if not waiter.done()]
+            for position, waiter in enumerate(waiting):
+                waiter.set_result(replies if position == 0 else echo)
+            return
+        for waiter, reply in zip(waiters, replies, strict=True):
             if not waiter.done():
-                waiter.set_result(replies if isinstance(replies, CacheError) else replies[index])
+                waiter.set_result(reply)
 
     async def aclose(self) -> None:
-        """Cancel batches still in flight; their callers are cancelled too."""
+        """Cancel batches still in flight; their callers get a CONNECTION failure."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

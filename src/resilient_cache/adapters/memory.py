@@ -287,13 +287,22 @@ class MemoryCache:
         if isinstance(raw, CacheError):
             return Failure(raw)
         prefix = self._prefix
-        doomed = [
-            full
-            for full in list(self._data)
-            if full.startswith(prefix)
-            and self._live(full) is not None
-            and glob_match(raw, full[len(prefix) :].encode())
-        ]
+        try:
+            doomed = [
+                full
+                for full in list(self._data)
+                if full.startswith(prefix)
+                and self._live(full) is not None
+                and glob_match(raw, full[len(prefix) :].encode())
+            ]
+        except RecursionError:  # thousands of '*' against a long key: the matcher recurses
+            return Failure(
+                CacheError.of(
+                    ErrorCode.VALIDATION,
+                    "pattern too complex to match (too many '*')",
+                    operation="delete_pattern",
+                )
+            )
         for full in doomed:
             del self._data[full]
         return Success(len(doomed))

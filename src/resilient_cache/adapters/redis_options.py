@@ -118,28 +118,36 @@ class PoolStats:
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password (in the user info or the query) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    secret_in_query = any(k.lower() == "password" for k, _ in parse_qsl(parts.query))
-    if parts.password is None and not secret_in_query:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}"
-    query = parts.query
-    if query:
+    """Return ``url`` with any password (in the user info or the query) replaced by ``***``.
+
+    Works on the raw text, so that a password holding an unencoded ``#``, ``/`` or ``?``
+    (which confuses URL parsers) is still hidden: everything between ``://`` and the last
+    ``@`` after the user name is replaced.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and "@" in rest:
+        userinfo, _, location = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon or any(c in userinfo for c in "/?#"):
+            url = f"{scheme}://{user.split('/')[0].split('?')[0].split('#')[0]}:***@{location}"
+    base, question, query = url.partition("?")
+    if question:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        if any(name.lower() == "password" for name, _ in pairs):
+            shown = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            url = f"{base}?{urlencode(shown, safe='*')}"
+    return url
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse a user info that URL parsers would cut short (and so half-expose)."""
+    rest = url.partition("://")[2]
+    if "@" in rest and any(c in rest.rpartition("@")[0] for c in "/?#"):
+        raise ConfigurationError(
+            "url",
+            "the user or password holds '/', '?' or '#': percent-encode them "
+            "(%2F, %3F, %23); the URL is not shown, it holds a secret",
         )
-    redacted = f"{parts.scheme}://{netloc}{parts.path}"
-    redacted += f"?{query}" if query else ""
-    return redacted + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions, dict[str, Any]]:
@@ -153,6 +161,8 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
         if name not in known:
             raise ConfigurationError(name, f"unknown option; expected one of {sorted(known)}")
     opts = RedisOptions(**options)
+    if isinstance(url, str):
+        _check_userinfo(url)
     scheme = urlsplit(url).scheme if isinstance(url, str) else ""
     if not isinstance(url, str) or scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(

@@ -86,10 +86,14 @@ class ToxiproxyFaults(Faults):
     def __init__(self, redis: RedisServer, binary: str) -> None:
         super().__init__(redis)
         self._server = ToxiproxyServer(binary)
-        self._server.start()
-        self._proxy: Proxy = self._server.client.create_proxy(
-            "redis", f"{LOOPBACK}:0", f"{LOOPBACK}:{redis.port}"
-        )
+        try:
+            self._server.start()
+            self._proxy: Proxy = self._server.client.create_proxy(
+                "redis", f"{LOOPBACK}:0", f"{LOOPBACK}:{redis.port}"
+            )
+        except BaseException:
+            self._server.cleanup()
+            raise
         self._toxics = ExitStack()
 
     @property
@@ -157,6 +161,6 @@ def start_faults() -> Faults:
         return SignalFaults(redis)
     try:
         return ToxiproxyFaults(redis, toxiproxy)
-    except Exception:
+    except BaseException:
         redis.cleanup()
         raise

@@ -10,6 +10,7 @@ no request failed, and no cache call took longer than the deadline plus a small 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +70,13 @@ def demo_settings(url: str) -> CacheSettings:
 
 async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
     """Run the demo; return the exit code (0: the promise held in every phase)."""
+    # SIGTERM/SIGHUP end the run like Ctrl-C does, through the cleanup below: a redis-server
+    # left paused with SIGSTOP would outlive us otherwise
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if main is not None:
+            loop.add_signal_handler(signum, main.cancel)
     faults = start_faults() if options.redis_url is None else None
     try:
         url = faults.url if faults is not None else str(options.redis_url)

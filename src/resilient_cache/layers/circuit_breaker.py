@@ -56,6 +56,8 @@ _FROM_PYBREAKER: Final = {
 }
 
 _NEUTRAL: Final = frozenset({ErrorCode.VALIDATION, ErrorCode.SERIALIZATION, ErrorCode.CIRCUIT_OPEN})
+# codes that normally trip: when an error of these says it does not, it is no news from Redis
+_UNHEARD: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT})
 
 _DEADLINE_HIT: Final = CacheError.of(
     ErrorCode.TIMEOUT, "cut by the call's deadline", operation="(deadline)"
@@ -190,12 +192,14 @@ class CircuitBreakerLayer(Layer):
         return True
 
     def _record(self, result: Result[object, CacheError], probe: bool) -> None:
-        if isinstance(result, Failure) and result.error.code in _NEUTRAL:
-            return
-        failed = isinstance(result, Failure) and (
-            result.error.trips_breaker  # the error table decides (errors.py)
-            or (self._count_out_of_memory and result.error.code is ErrorCode.OUT_OF_MEMORY)
-        )
+        failed = False
+        if isinstance(result, Failure):
+            error = result.error
+            failed = error.trips_breaker or (  # the error table decides (errors.py)
+                self._count_out_of_memory and error.code is ErrorCode.OUT_OF_MEMORY
+            )
+            if not failed and (error.code in _NEUTRAL or error.code in _UNHEARD):
+                return  # no word from Redis either way (e.g. a pool wait, a batch's echo)
         state = self._breaker.current_state
         if probe and state == pybreaker.STATE_HALF_OPEN:
             if failed:

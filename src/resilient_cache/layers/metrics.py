@@ -193,7 +193,8 @@ class MetricsLayer(Layer):
         """See :meth:`CacheProtocol.get_many`; each key counts as one lookup."""
         result = await super().get_many(keys)
         if isinstance(keys, list | tuple):
-            self._count_lookups(result, len(set(keys)))  # as many as the answer has
+            distinct = {key for key in keys if isinstance(key, str)}  # bad input never raises
+            self._count_lookups(result, len(distinct))
         return result
 
     def _observe(self, operation: str, result: Result[object, CacheError], seconds: float) -> None:

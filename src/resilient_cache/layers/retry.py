@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Final, TypeVar
 
 from tenacity import (
@@ -207,9 +208,14 @@ class RetryLayer(Layer):
     ) -> Result[T, CacheError]:
         """Hand a retryable first failure to tenacity, which replays it, then retries."""
         pending: list[Result[T, CacheError]] = [first]
+        maybe_applied = first.error.maybe_applied
 
         async def attempt() -> Result[T, CacheError]:
-            return pending.pop() if pending else await call()
+            nonlocal maybe_applied
+            result = pending.pop() if pending else await call()
+            if isinstance(result, Failure):
+                maybe_applied = maybe_applied or result.error.maybe_applied
+            return result
 
         def before_sleep(state: RetryCallState) -> None:
             result = state.outcome.result() if state.outcome else None
@@ -228,6 +234,9 @@ class RetryLayer(Layer):
             sleep=self._sleep,
         )
         result: Result[T, CacheError] = await retrying(attempt)
+        if isinstance(result, Failure) and maybe_applied and not result.error.maybe_applied:
+            # an earlier attempt may have written: the caller must hear it (honest writes)
+            return Failure(replace(result.error, maybe_applied=True))
         return result
 
 
