@@ -186,3 +186,15 @@ def test_an_adapter_is_built_with_the_deadline_as_operation_timeout() -> None:
     adapter = cache.find(RedisAdapter)
     assert adapter is not None
     assert adapter._timeout == 0.3
+
+
+async def test_bulk_operations_get_the_bulk_deadline(redis_server: RedisServer) -> None:
+    assert redis_server.command("DEBUG", "POPULATE", "200000", "bulk") == "+OK"
+    settings = CacheSettings(redis_url=redis_server.url, deadline=0.05)
+    async with build_cache(settings, registry=CollectorRegistry()) as cache:
+        started = time.monotonic()
+        result = await cache.delete_pattern("bulk:*")
+        elapsed = time.monotonic() - started
+    assert result == Success(200_000)
+    assert elapsed > settings.deadline  # the per-call deadline alone would have cut it
+    assert elapsed < settings.bulk_deadline

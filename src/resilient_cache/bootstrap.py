@@ -92,6 +92,7 @@ def build_cache(
         backoff_base=r.backoff_base,
         backoff_max=r.backoff_max,
         deadline=settings.deadline,
+        bulk_deadline=settings.bulk_deadline,
         budget=RetryBudget(r.budget_ratio, r.budget_min_per_second, r.budget_window, clock),
         sleep=sleep,
     )

@@ -118,6 +118,9 @@ class CacheSettings(BaseSettings):
     namespace: str | None = Field(None, min_length=1)
     name: str = Field("default", min_length=1, description="the `cache` label in telemetry")
     deadline: float = Field(0.5, gt=0, le=60, description="bound on a whole call, seconds")
+    bulk_deadline: float = Field(
+        10.0, gt=0, le=3600, description="bound on delete_pattern and flush, seconds"
+    )
     redis: RedisSettings = RedisSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()

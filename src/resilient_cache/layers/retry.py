@@ -48,6 +48,9 @@ WRITE_OPERATIONS: Final = frozenset(
      "delete_pattern", "set_many"}
 )  # fmt: skip
 
+BULK_OPERATIONS: Final = frozenset({"delete_pattern", "flush"})
+"""Operations of many round trips (SCAN + UNLINK batches), bounded by ``bulk_deadline``."""
+
 RetryHook = Callable[[str, CacheError], None]
 """Called before each retry with the operation and the error that caused it."""
 
@@ -121,6 +124,8 @@ class RetryLayer(Layer):
         backoff_base: full-jitter exponential backoff base, seconds (default 0.01).
         backoff_max: backoff cap, seconds (default 0.1).
         deadline: bound on the whole call, retries included, seconds (default 0.5).
+        bulk_deadline: the bound for ``delete_pattern`` and ``flush``, which take one round
+            trip per batch of keys, seconds (default 10).
         budget: the retry budget (default: 20% of calls + 10/s over 10 s).
         sleep: the backoff's sleep (inject a fake one in tests).
 
@@ -137,16 +142,18 @@ class RetryLayer(Layer):
         backoff_base: float = 0.01,
         backoff_max: float = 0.1,
         deadline: float = 0.5,
+        bulk_deadline: float = 10.0,
         budget: RetryBudget | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         super().__init__(inner)
         if attempts < 1:
             raise ConfigurationError("attempts", f"must be >= 1, got {attempts!r}")
-        if not 0 < deadline < float("inf"):
-            raise ConfigurationError(
-                "deadline", f"must be a positive number of seconds, got {deadline!r}"
-            )
+        for setting, value in (("deadline", deadline), ("bulk_deadline", bulk_deadline)):
+            if not 0 < value < float("inf"):
+                raise ConfigurationError(
+                    setting, f"must be a positive number of seconds, got {value!r}"
+                )
         if backoff_base <= 0 or backoff_max < backoff_base:
             raise ConfigurationError(
                 "backoff_max", "backoff must satisfy 0 < backoff_base <= backoff_max"
@@ -155,6 +162,7 @@ class RetryLayer(Layer):
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._deadline = deadline
+        self._bulk_deadline = bulk_deadline
         self._budget = budget if budget is not None else RetryBudget()
         self._retry_listeners: list[RetryHook] = []
         self._budget_listeners: list[Callable[[str], None]] = []
@@ -177,7 +185,8 @@ class RetryLayer(Layer):
         self, operation: str, key: str | None, call: Call[T]
     ) -> Result[T, CacheError]:
         self._budget.record_call()
-        deadline_at = asyncio.get_running_loop().time() + self._deadline
+        deadline = self._bulk_deadline if operation in BULK_OPERATIONS else self._deadline
+        deadline_at = asyncio.get_running_loop().time() + deadline
         token = call_deadline.set(deadline_at)
         try:
             async with asyncio.timeout_at(deadline_at):
@@ -189,10 +198,10 @@ class RetryLayer(Layer):
             return Failure(
                 CacheError.of(
                     ErrorCode.TIMEOUT,
-                    f"deadline of {self._deadline}s exceeded",
+                    f"deadline of {deadline}s exceeded",
                     operation=operation,
                     key=key,
-                    details={"deadline": self._deadline},
+                    details={"deadline": deadline},
                     maybe_applied=operation in WRITE_OPERATIONS,
                     cause=exc,
                 )
