@@ -166,7 +166,7 @@ class RedisAdapter:
         """
         opts, kwargs = pool_settings(url, options)
         try:
-            pool = BlockingConnectionPool.from_url(url, retry=_NO_RETRY, **kwargs)
+            pool = _QueueAwarePool.from_url(url, retry=_NO_RETRY, **kwargs)
         except (ValueError, TypeError) as exc:
             message = str(exc).replace(opts.password, "***") if opts.password else str(exc)
             raise ConfigurationError("url", f"{message} ({redact_url(url)})") from None
@@ -217,12 +217,6 @@ class RedisAdapter:
         """Where this adapter connects: address (host or socket path), port, database."""
         return self._endpoint
 
-    def _pool_exhausted(self) -> bool:
-        pool = self._pool
-        return not pool._available_connections and (
-            len(pool._in_use_connections) >= pool.max_connections
-        )
-
     def pool_stats(self) -> PoolStats:
         """Count the pool's connections (for the pool gauge; also shows leaks in tests)."""
         pool = self._pool
@@ -255,11 +249,12 @@ class RedisAdapter:
         bounded = _UNBOUNDED if outer is not None and outer <= bound else asyncio.timeout_at(bound)
         try:
             async with bounded:
-                # Every connection busy: this call queues for one. A deadline hit while queued
-                # says the client is saturated, not that Redis is slow; the flag stays set if
-                # the wait is cut short, for the breaker to read (it resets it). Connecting
-                # itself (also inside get_connection) is Redis's business: not flagged.
-                waiting_for_connection.set(self._pool_exhausted())
+                # While every connection is busy this call queues for one (_QueueAwarePool
+                # raises the flag then). A deadline hit while queued says the client is
+                # saturated, not that Redis is slow; the flag stays set if the wait is cut
+                # short, for the breaker to read (it resets it). Connecting, also inside
+                # get_connection, is Redis's business: not flagged.
+                waiting_for_connection.set(False)
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 waiting_for_connection.set(False)
                 if len(commands) == 1:
@@ -544,6 +539,19 @@ class RedisAdapter:
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
+
+
+class _QueueAwarePool(BlockingConnectionPool):
+    """redis-py's blocking pool, telling the current call when it has to queue.
+
+    ``get_connection`` waits on ``can_get_connection`` in the caller's own task, so the
+    context variable it sets is the caller's: true while every connection is busy.
+    """
+
+    def can_get_connection(self) -> bool:
+        free: bool = super().can_get_connection()
+        waiting_for_connection.set(not free)
+        return free
 
 
 def _partial(error: CacheError, deleted: int) -> CacheError:
