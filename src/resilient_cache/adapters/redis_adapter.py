@@ -134,6 +134,7 @@ class RedisAdapter:
         self._timeout = operation_timeout
         self._releasing: set[asyncio.Task[None]] = set()
         self._coalescer = ReadCoalescer(self._fetch_many) if coalesce_reads else None
+        self._queue_aware = isinstance(pool, _QueueAwarePool)
         kwargs = pool.connection_kwargs
         self._secret: str | None = kwargs.get("password") or None
         where = (
@@ -254,7 +255,8 @@ class RedisAdapter:
                 # saturated, not that Redis is slow; the flag stays set if the wait is cut
                 # short, for the breaker to read (it resets it). Connecting, also inside
                 # get_connection, is Redis's business: not flagged.
-                waiting_for_connection.set(False)
+                # in the pool's machinery until its predicate finds a connection free
+                waiting_for_connection.set(self._queue_aware)
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 waiting_for_connection.set(False)
                 if len(commands) == 1:
@@ -545,7 +547,9 @@ class _QueueAwarePool(BlockingConnectionPool):
     """redis-py's blocking pool, telling the current call when it has to queue.
 
     ``get_connection`` waits on ``can_get_connection`` in the caller's own task, so the
-    context variable it sets is the caller's: true while every connection is busy.
+    context variable it sets is the caller's: true while every connection is busy (and,
+    set by the adapter, while waiting for the pool's lock before that), false once one is
+    free, before connecting.
     """
 
     def can_get_connection(self) -> bool:
