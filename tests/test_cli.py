@@ -137,8 +137,11 @@ def test_a_configuration_error_exits_2_naming_the_variable() -> None:
     assert "CACHE_DEADLINE" in result.stderr
 
 
-def test_ctrl_c_stops_the_demo_and_leaves_no_process_behind(
-    tmp_path: Path, redis_binary: str, toxiproxy_binary: str
+@pytest.mark.parametrize(
+    ("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "term"]
+)
+def test_a_stopped_demo_leaves_no_process_behind(
+    tmp_path: Path, redis_binary: str, toxiproxy_binary: str, signum: int, exit_code: int
 ) -> None:
     def count(name: str) -> int:
         found = subprocess.run(
@@ -165,38 +168,6 @@ def test_ctrl_c_stops_the_demo_and_leaves_no_process_behind(
             assert time.monotonic() < deadline, "the demo never served /metrics"
             time.sleep(0.2)
     assert (count("redis-server"), count("toxiproxy-serve")) == (before[0] + 1, before[1] + 1)
-    demo.send_signal(signal.SIGINT)
-    assert demo.wait(timeout=30) == 130
-    assert (count("redis-server"), count("toxiproxy-serve")) == before
-
-
-def test_sigterm_cleans_up_like_ctrl_c(
-    tmp_path: Path, redis_binary: str, toxiproxy_binary: str
-) -> None:
-    def count(name: str) -> int:
-        found = subprocess.run(
-            ["pgrep", "-c", "-x", name], capture_output=True, text=True, check=False
-        )
-        return int(found.stdout.strip() or 0)
-
-    before = count("redis-server"), count("toxiproxy-serve")
-    port = free_port()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "resilient_cache", "demo", "--duration", "60",
-         "--metrics-port", str(port), "--report", str(tmp_path / "r.html")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PATH": f"{Path(redis_binary).parent}:"
-             f"{Path(toxiproxy_binary).parent}:{os.environ['PATH']}"},
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the demo never served /metrics"
-            time.sleep(0.2)
-    demo.send_signal(signal.SIGTERM)
-    assert demo.wait(timeout=30) == 143
+    demo.send_signal(signum)
+    assert demo.wait(timeout=30) == exit_code
     assert (count("redis-server"), count("toxiproxy-serve")) == before
