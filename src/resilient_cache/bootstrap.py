@@ -76,16 +76,7 @@ def build_cache(
         namespace=settings.namespace,
         **settings.redis.options(deadline=settings.deadline),
     )
-    breaker = CircuitBreakerLayer(
-        adapter,
-        fail_max=b.fail_max,
-        reset_timeout=b.reset_timeout,
-        reset_timeout_max=b.reset_timeout_max,
-        success_threshold=b.success_threshold,
-        half_open_permits=b.half_open_permits,
-        count_out_of_memory=b.count_out_of_memory,
-        clock=clock,
-    )
+    breaker = CircuitBreakerLayer(adapter, **b.model_dump(), clock=clock)  # same names
     retry = RetryLayer(
         breaker,
         attempts=r.attempts,
