@@ -43,7 +43,11 @@ from resilient_cache.adapters.redis_options import (
     pool_settings,
     redact_url,
 )
-from resilient_cache.domain.deadline import call_deadline, waiting_for_connection
+from resilient_cache.domain.deadline import (
+    call_deadline,
+    connection_since,
+    waiting_for_connection,
+)
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
@@ -257,8 +261,10 @@ class RedisAdapter:
                 # get_connection, is Redis's business: not flagged.
                 # in the pool's machinery until its predicate finds a connection free
                 waiting_for_connection.set(self._queue_aware)
+                connection_since.set(None)
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 waiting_for_connection.set(False)
+                connection_since.set(loop.time())
                 if len(commands) == 1:
                     await conn.send_command(*commands[0])
                 else:

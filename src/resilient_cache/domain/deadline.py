@@ -28,3 +28,13 @@ waiting_for_connection: ContextVar[bool] = ContextVar(
 A call cut by its deadline during that wait says nothing about Redis's health (the client
 is saturated, not the server), so the circuit breaker does not count it.
 """
+
+
+connection_since: ContextVar[float | None] = ContextVar(
+    "resilient_cache_connection_since", default=None
+)
+"""Event-loop time at which the current call got its connection (None: not yet).
+
+A call that queued for most of its deadline, got a connection and was cut moments later
+gave Redis no fair chance: the circuit breaker does not count such a cut either.
+"""

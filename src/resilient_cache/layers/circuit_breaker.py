@@ -32,7 +32,7 @@ from typing import Final, TypeVar
 
 import pybreaker
 
-from resilient_cache.domain.deadline import waiting_for_connection
+from resilient_cache.domain.deadline import connection_since, waiting_for_connection
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
@@ -58,6 +58,9 @@ _FROM_PYBREAKER: Final = {
 _NEUTRAL: Final = frozenset({ErrorCode.VALIDATION, ErrorCode.SERIALIZATION, ErrorCode.CIRCUIT_OPEN})
 # codes that normally trip: when an error of these says it does not, it is no news from Redis
 _UNHEARD: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT})
+
+_FAIR_CHANCE: Final = 0.05
+"""Seconds a call must have held its connection for a deadline cut to blame Redis."""
 
 _DEADLINE_HIT: Final = CacheError.of(
     ErrorCode.TIMEOUT, "cut by the call's deadline", operation="(deadline)"
@@ -162,20 +165,36 @@ class CircuitBreakerLayer(Layer):
         if probe is None:
             return Failure(self._rejection(operation, key))
         token = waiting_for_connection.set(False)
+        since_token = connection_since.set(None)
         try:
             result = await call()
         except asyncio.CancelledError:
             # cut by the call's deadline: Redis was too slow, unless the call was still
             # waiting for a pooled connection (the client was saturated, not Redis)
-            if deadline_expired() and not waiting_for_connection.get():
+            if deadline_expired() and self._redis_had_a_chance():
                 self._record(Failure(_DEADLINE_HIT), probe)
             raise  # the caller's own cancellation counts for nothing
         finally:
             waiting_for_connection.reset(token)
+            connection_since.reset(since_token)
             if probe:
                 self._probes -= 1  # also when cancelled: the permit goes back
         self._record(result, probe)
         return result
+
+    @staticmethod
+    def _redis_had_a_chance() -> bool:
+        """Whether a call cut by its deadline says Redis is slow (and so should count).
+
+        Not when it was still queued for a pooled connection, nor when it got one only
+        moments before the cut (it queued for most of its deadline): the client was
+        saturated. A call cut while connecting, or after holding its connection for a while,
+        does count.
+        """
+        if waiting_for_connection.get():
+            return False
+        since = connection_since.get()
+        return since is None or asyncio.get_running_loop().time() - since >= _FAIR_CHANCE
 
     def _admit(self) -> bool | None:
         """``False``: a normal call; ``True``: a half-open probe; ``None``: rejected."""
