@@ -29,7 +29,7 @@ from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
 from resilient_cache.settings import BreakerSettings, CacheSettings
 from resilient_cache.testing import LOOPBACK
 
-SLACK: Final = 0.05
+SLACK: Final = 0.1  # as in the fault suite: timers on a loaded 2-core machine run late
 """How far past the deadline a cache call may end and still count as bounded."""
 
 
