@@ -44,9 +44,9 @@ from resilient_cache.adapters.redis_options import (
     redact_url,
 )
 from resilient_cache.domain.deadline import (
+    QUEUED,
     call_deadline,
-    connection_since,
-    waiting_for_connection,
+    connection_state,
 )
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
@@ -254,17 +254,12 @@ class RedisAdapter:
         bounded = _UNBOUNDED if outer is not None and outer <= bound else asyncio.timeout_at(bound)
         try:
             async with bounded:
-                # While every connection is busy this call queues for one (_QueueAwarePool
-                # raises the flag then). A deadline hit while queued says the client is
-                # saturated, not that Redis is slow; the flag stays set if the wait is cut
-                # short, for the breaker to read (it resets it). Connecting, also inside
-                # get_connection, is Redis's business: not flagged.
-                # in the pool's machinery until its predicate finds a connection free
-                waiting_for_connection.set(self._queue_aware)
-                connection_since.set(None)
+                # QUEUED in the pool's machinery until _QueueAwarePool's predicate finds a
+                # connection free (then None: connecting is Redis's business); the state is
+                # left as it is if the call is cut short, for the breaker to read.
+                connection_state.set(QUEUED if self._queue_aware else None)
                 conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                waiting_for_connection.set(False)
-                connection_since.set(loop.time())
+                connection_state.set(loop.time())
                 if len(commands) == 1:
                     await conn.send_command(*commands[0])
                 else:
@@ -283,7 +278,7 @@ class RedisAdapter:
         except Exception as exc:  # mapped below; CancelledError is not an Exception
             # once a connection was handed over, the command may have been sent
             error = self._error(operation, key, exc, maybe_applied=conn is not None and write)
-            if conn is None and isinstance(exc, TimeoutError) and waiting_for_connection.get():
+            if conn is None and isinstance(exc, TimeoutError) and connection_state.get() == QUEUED:
                 error = replace(
                     error,
                     message=f"no free connection in the pool within {self._timeout}s",
@@ -553,14 +548,14 @@ class _QueueAwarePool(BlockingConnectionPool):
     """redis-py's blocking pool, telling the current call when it has to queue.
 
     ``get_connection`` waits on ``can_get_connection`` in the caller's own task, so the
-    context variable it sets is the caller's: true while every connection is busy (and,
-    set by the adapter, while waiting for the pool's lock before that), false once one is
-    free, before connecting.
+    ``connection_state`` it sets is the caller's: ``QUEUED`` while every connection is busy
+    (and, set by the adapter, while waiting for the pool's lock before that), ``None`` once
+    one is free, before connecting.
     """
 
     def can_get_connection(self) -> bool:
         free: bool = super().can_get_connection()
-        waiting_for_connection.set(not free)
+        connection_state.set(None if free else QUEUED)
         return free
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
+from typing import Final
 
 call_deadline: ContextVar[float | None] = ContextVar("resilient_cache_call_deadline", default=None)
 """The event-loop time at which the current call's deadline expires, if one is set."""
@@ -20,21 +21,19 @@ def deadline_expired() -> bool:
     return deadline_at is not None and asyncio.get_running_loop().time() >= deadline_at
 
 
-waiting_for_connection: ContextVar[bool] = ContextVar(
-    "resilient_cache_waiting_for_connection", default=False
+QUEUED: Final = float("-inf")
+"""The :data:`connection_state` of a call queued for a pooled connection (every one busy)."""
+
+connection_state: ContextVar[float | None] = ContextVar(
+    "resilient_cache_connection_state", default=None
 )
-"""Set by the adapter while the current call waits for a free pooled connection.
+"""Where the current call stands with its connection, set by the adapter:
 
-A call cut by its deadline during that wait says nothing about Redis's health (the client
-is saturated, not the server), so the circuit breaker does not count it.
-"""
+* ``None``: it has none yet and is not queued (connecting, or not started);
+* :data:`QUEUED`: it waits for a free pooled connection;
+* a loop time: when it got its connection.
 
-
-connection_since: ContextVar[float | None] = ContextVar(
-    "resilient_cache_connection_since", default=None
-)
-"""Event-loop time at which the current call got its connection (None: not yet).
-
-A call that queued for most of its deadline, got a connection and was cut moments later
-gave Redis no fair chance: the circuit breaker does not count such a cut either.
+A call cut by its deadline while queued, or moments after getting a connection it queued
+for, says nothing about Redis's health (the client was saturated, not the server), so the
+circuit breaker does not count it.
 """

@@ -32,7 +32,7 @@ from typing import Final, TypeVar
 
 import pybreaker
 
-from resilient_cache.domain.deadline import connection_since, waiting_for_connection
+from resilient_cache.domain.deadline import QUEUED, connection_state
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
@@ -164,8 +164,7 @@ class CircuitBreakerLayer(Layer):
         probe = self._admit()
         if probe is None:
             return Failure(self._rejection(operation, key))
-        token = waiting_for_connection.set(False)
-        since_token = connection_since.set(None)
+        token = connection_state.set(None)
         try:
             result = await call()
         except asyncio.CancelledError:
@@ -175,8 +174,7 @@ class CircuitBreakerLayer(Layer):
                 self._record(Failure(_DEADLINE_HIT), probe)
             raise  # the caller's own cancellation counts for nothing
         finally:
-            waiting_for_connection.reset(token)
-            connection_since.reset(since_token)
+            connection_state.reset(token)
             if probe:
                 self._probes -= 1  # also when cancelled: the permit goes back
         self._record(result, probe)
@@ -191,10 +189,10 @@ class CircuitBreakerLayer(Layer):
         saturated. A call cut while connecting, or after holding its connection for a while,
         does count.
         """
-        if waiting_for_connection.get():
-            return False
-        since = connection_since.get()
-        return since is None or asyncio.get_running_loop().time() - since >= _FAIR_CHANCE
+        state = connection_state.get()
+        if state is None:  # cut while connecting: Redis's business
+            return True
+        return state != QUEUED and asyncio.get_running_loop().time() - state >= _FAIR_CHANCE
 
     def _admit(self) -> bool | None:
         """``False``: a normal call; ``True``: a half-open probe; ``None``: rejected."""
