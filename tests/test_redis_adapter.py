@@ -240,8 +240,9 @@ async def test_server_killed_and_restarted_under_a_live_adapter(private_redis: R
         error = error_of(await cache.get("k0"))
         assert error.code in (ErrorCode.CONNECTION, ErrorCode.TIMEOUT)
     private_redis.start()  # empty again: no persistence
+    # connections killed with the server are replaced before use: no call fails
     outcomes = [await cache.set("back", "yes") for _ in range(3)]
-    assert outcomes[-1] == Success(None), outcomes
+    assert outcomes == [Success(None)] * 3, outcomes
     assert await cache.get("back") == Success("yes")
     assert cache.pool_stats().in_use == 0
     await cache.aclose()
@@ -508,10 +509,9 @@ def test_bad_namespace_is_a_configuration_error() -> None:
 
 def test_tls_urls_verify_certificates_by_default() -> None:
     cache = RedisAdapter.from_url("rediss://:pw@cache.example:6380/0")
-    pool = cache._pool
-    assert pool.connection_class is SSLConnection
-    assert pool.connection_kwargs["ssl_cert_reqs"] == "required"
-    assert pool.connection_kwargs["ssl_check_hostname"] is True
+    assert cache._connection_class is SSLConnection
+    assert cache._connection_kwargs["ssl_cert_reqs"] == "required"
+    assert cache._connection_kwargs["ssl_check_hostname"] is True
     assert "pw" not in repr(cache)
 
 
@@ -621,3 +621,45 @@ async def test_a_standalone_pool_wait_timeout_does_not_trip(redis_server: RedisS
     assert waited.code is ErrorCode.TIMEOUT
     assert not waited.trips_breaker
     await cache.aclose()
+
+
+# -- the adapter's own pool -------------------------------------------------------------
+
+
+async def test_connections_closed_by_the_server_are_replaced_before_use(
+    adapter: RedisAdapter, raw_redis: aioredis.Redis
+) -> None:
+    await asyncio.gather(*(adapter.set(f"k{i}", "v") for i in range(5)))  # several connections
+    assert adapter.pool_stats().idle >= 2
+    killed = await raw_redis.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 2
+    await asyncio.sleep(0.05)  # the event loop sees the EOFs
+    # every pooled connection is dead; not one call fails: each is reconnected before use
+    results = await asyncio.gather(*(adapter.get(f"k{i}") for i in range(5)))
+    assert results == [Success("v")] * 5
+
+
+async def test_pool_timeout_bounds_the_wait_for_a_connection(
+    redis_server: RedisServer,
+) -> None:
+    cache = RedisAdapter.from_url(redis_server.url, max_connections=1, pool_timeout=0.05)
+    await cache.ping()
+    sleeper = await block_server(redis_server, 0.5)
+    first = asyncio.create_task(cache.get("k"))  # holds the only connection
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    error = error_of(await cache.get("k"))
+    assert time.monotonic() - started < 0.05 + SLACK
+    assert error.code is ErrorCode.CONNECTION
+    assert "pool_timeout=0.05" in error.message
+    assert not error.trips_breaker  # the client is saturated, not Redis
+    await first
+    await sleeper
+    assert cache.pool_stats().in_use == 0
+    await cache.aclose()
+
+
+async def test_a_closed_adapter_reconnects_when_used_again(adapter: RedisAdapter) -> None:
+    assert await adapter.set("k", "v") == Success(None)
+    await adapter.aclose()
+    assert await adapter.get("k") == Success("v")

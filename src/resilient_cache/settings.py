@@ -74,7 +74,7 @@ class RedisSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     socket_timeout: float | None = Field(
-        None, gt=0, description="bound on one reply; default: none, the deadline bounds it"
+        _REDIS.socket_timeout, gt=0, description="bound on one read or write; default: none"
     )
     connect_timeout: float = Field(_REDIS.connect_timeout, gt=0)
     max_connections: int = Field(_REDIS.max_connections, ge=1)
@@ -97,9 +97,6 @@ class RedisSettings(BaseModel):
         options = self.model_dump(exclude_none=True)
         if self.password is not None:
             options["password"] = self.password.get_secret_value()
-        # A reply that arrives within the deadline is a success: by default no per-read timer
-        # (one less timer a call); the retry layer's deadline cuts whatever runs longer.
-        options.setdefault("socket_timeout", None)
         options["operation_timeout"] = deadline
         return options
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -172,6 +173,23 @@ async def test_one_client_span_per_call_with_semantic_attributes(
     ]
     assert metric_names == ["db.client.operation.duration"]
     meters.shutdown()
+
+
+async def test_an_sdk_installed_later_is_picked_up_within_a_second(
+    spans: tuple[TracerProvider, InMemorySpanExporter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider, exporter = spans
+    clock = ManualClock()
+    cache = TracingLayer(ScriptedCache(), clock=clock)  # the global providers: API only
+    await cache.get("k")
+    # the application installs its SDK after building the cache (as the API's set-once
+    # global; restored after the test)
+    monkeypatch.setattr(otel_trace, "_TRACER_PROVIDER", provider)
+    await cache.get("k")
+    assert exporter.get_finished_spans() == ()  # not looked at again yet: cheap calls
+    clock.advance(1.0)
+    await cache.get("k")
+    assert [span.name for span in exporter.get_finished_spans()] == ["GET"]
 
 
 async def test_retries_are_span_events(

@@ -20,7 +20,6 @@ The only module that imports ``redis``. What it guarantees on top of redis-py:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,12 +28,13 @@ from typing import Any, Final, Self
 
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from resilient_cache.adapters._coalesce import ReadCoalescer
 from resilient_cache.adapters._glob import glob_escape
+from resilient_cache.adapters._pool import Pool, PoolClosedError
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
     Endpoint,
@@ -45,6 +45,7 @@ from resilient_cache.adapters.redis_options import (
 )
 from resilient_cache.domain.deadline import (
     QUEUED,
+    DeadlineTimer,
     call_deadline,
     connection_state,
 )
@@ -66,6 +67,11 @@ from resilient_cache.domain.validation import (
     load_json,
 )
 
+
+class _PoolTimeoutError(Exception):
+    """Every pooled connection stayed busy for ``pool_timeout``."""
+
+
 # Most specific first: AuthenticationError is a ConnectionError, ReadOnlyError a
 # ResponseError, redis' TimeoutError is not the builtin one.
 _EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
@@ -73,7 +79,9 @@ _EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
     (rx.AuthorizationError, ErrorCode.AUTH),
     (rx.NoPermissionError, ErrorCode.AUTH),
     (rx.AuthenticationWrongNumberOfArgsError, ErrorCode.AUTH),
-    (rx.ConnectionError, ErrorCode.CONNECTION),  # incl. LOADING, pool exhausted
+    (rx.ConnectionError, ErrorCode.CONNECTION),  # incl. LOADING
+    (PoolClosedError, ErrorCode.CONNECTION),
+    (_PoolTimeoutError, ErrorCode.CONNECTION),
     (rx.TimeoutError, ErrorCode.TIMEOUT),
     (TimeoutError, ErrorCode.TIMEOUT),  # operation_timeout (asyncio.timeout)
     (rx.ReadOnlyError, ErrorCode.READONLY),
@@ -95,8 +103,9 @@ _RESPONSE_MARKERS: Final = (
 # Failures that can strike after a command was written: a write may have happened.
 _AMBIGUOUS: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.BACKEND})
 
-_UNBOUNDED: Final = contextlib.nullcontext()  # reusable: no timer, no allocation per call
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
+# redis-py 8 checks a pooled connection without reading; 5.x only has the reading check
+_HAS_CAN_READ: Final = hasattr(AbstractConnection, "can_read")
 _SCAN_COUNT: Final = 1000
 _MAX_MESSAGE: Final = 300
 
@@ -105,9 +114,11 @@ class RedisAdapter:
     """A :class:`CacheProtocol` on Redis. Build it with :meth:`from_url`.
 
     Args:
-        client: a ``redis.asyncio.Redis`` you built yourself; the adapter uses its
-            connection pool and switches its internal retry off. You keep ownership:
-            :meth:`aclose` does not close it. Prefer ``decode_responses=False``.
+        client: a ``redis.asyncio.Redis`` you built yourself; the adapter makes its own
+            connections with its pool's settings (address, credentials, TLS,
+            ``max_connections``, and the ``timeout`` of a ``BlockingConnectionPool``), with
+            redis-py's internal retry off. You keep ownership: :meth:`aclose` closes the
+            adapter's connections, not your client. Prefer ``decode_responses=False``.
         namespace: prefix every key with ``"<namespace>:"``, invisibly to callers.
         limits: key and value size limits (see :class:`~resilient_cache.Limits`).
         operation_timeout: bound on a whole call, in seconds (default 0.5).
@@ -125,21 +136,22 @@ class RedisAdapter:
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise ConfigurationError("namespace", "must be a non-empty str or None")
         RedisOptions(operation_timeout=operation_timeout)  # validates it
-        pool: ConnectionPool = client.connection_pool
-        pool.connection_kwargs["retry"] = _NO_RETRY
-        pool.set_retry(_NO_RETRY)
-        self._client = client
-        self._pool = pool
-        self._owns_pool = False
+        settings: ConnectionPool = client.connection_pool
+        connection_class = settings.connection_class
+        kwargs = {**settings.connection_kwargs, "retry": _NO_RETRY}
+        self._pool: Pool[Any] = Pool(
+            lambda: connection_class(**kwargs), int(settings.max_connections)
+        )
+        self._pool_timeout: float | None = getattr(settings, "timeout", None)
+        self._connection_class = connection_class
+        self._connection_kwargs = kwargs
         self._namespace = namespace
         self._prefix = f"{namespace}:".encode() if namespace else b""
         self._glob_prefix = f"{glob_escape(namespace)}:".encode() if namespace else b""
         self._limits = limits or DEFAULT_LIMITS
         self._timeout = operation_timeout
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._timer = DeadlineTimer()
         self._coalescer = ReadCoalescer(self._fetch_many) if coalesce_reads else None
-        self._queue_aware = isinstance(pool, _QueueAwarePool)
-        kwargs = pool.connection_kwargs
         self._secret: str | None = kwargs.get("password") or None
         where = (
             kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
@@ -171,19 +183,17 @@ class RedisAdapter:
         """
         opts, kwargs = pool_settings(url, options)
         try:
-            pool = _QueueAwarePool.from_url(url, retry=_NO_RETRY, **kwargs)
+            pool = BlockingConnectionPool.from_url(url, retry=_NO_RETRY, **kwargs)
         except (ValueError, TypeError) as exc:
             message = str(exc).replace(opts.password, "***") if opts.password else str(exc)
             raise ConfigurationError("url", f"{message} ({redact_url(url)})") from None
-        adapter = cls(
+        return cls(
             Redis(connection_pool=pool),
             namespace=namespace,
             limits=limits,
             operation_timeout=opts.operation_timeout,
             coalesce_reads=opts.coalesce_reads,
         )
-        adapter._owns_pool = True
-        return adapter
 
     def __repr__(self) -> str:
         return f"RedisAdapter({self._display!r}, namespace={self._namespace!r})"
@@ -199,11 +209,14 @@ class RedisAdapter:
         return await self.ping()
 
     async def aclose(self) -> None:
-        """Close the pool this adapter built (a client passed in stays open)."""
+        """Close the adapter's connections (a client passed in stays open).
+
+        The adapter stays usable: a later call connects again.
+        """
         if self._coalescer is not None:
             await self._coalescer.aclose()
-        if self._owns_pool:
-            await self._pool.aclose()
+        for conn in self._pool.close():
+            await conn.disconnect()
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -225,11 +238,7 @@ class RedisAdapter:
     def pool_stats(self) -> PoolStats:
         """Count the pool's connections (for the pool gauge; also shows leaks in tests)."""
         pool = self._pool
-        return PoolStats(
-            idle=len(pool._available_connections),
-            in_use=len(pool._in_use_connections),
-            max_connections=int(pool.max_connections),
-        )
+        return PoolStats(idle=pool.idle, in_use=pool.in_use, max_connections=pool.max_size)
 
     # -- the one place that talks to Redis ---------------------------------------
 
@@ -247,19 +256,21 @@ class RedisAdapter:
         being read (the connection stays in step); the first one becomes the error.
         """
         conn: Any = None
+        sent = False
         loop = asyncio.get_running_loop()
         bound = loop.time() + self._timeout
         outer = call_deadline.get()
         # an earlier deadline of the caller's (RetryLayer) makes a timer of our own redundant
-        bounded = _UNBOUNDED if outer is not None and outer <= bound else asyncio.timeout_at(bound)
+        expiry = None if outer is not None and outer <= bound else self._timer.start(loop, bound)
         try:
-            async with bounded:
-                # QUEUED in the pool's machinery until _QueueAwarePool's predicate finds a
-                # connection free (then None: connecting is Redis's business); the state is
-                # left as it is if the call is cut short, for the breaker to read.
-                connection_state.set(QUEUED if self._queue_aware else None)
-                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                # None while connecting (Redis's business); QUEUED, set by the pool, while
+                # every connection is busy, and left so if the call is cut short there.
+                connection_state.set(None)
+                conn = self._pool.take() or await self._wait_for_connection()
+                await self._ready(conn)
                 connection_state.set(loop.time())
+                sent = True
                 if len(commands) == 1:
                     await conn.send_command(*commands[0])
                 else:
@@ -272,33 +283,58 @@ class RedisAdapter:
                     except rx.ResponseError as exc:
                         first_error = first_error or exc
                         replies.append(exc)
+            except asyncio.CancelledError:
+                if expiry is None or not expiry.cut():
+                    raise  # the caller's own cancellation (or its deadline's)
+                raise TimeoutError from None  # ours: mapped to TIMEOUT below
             if first_error is not None:
                 raise first_error
             return replies
         except Exception as exc:  # mapped below; CancelledError is not an Exception
-            # once a connection was handed over, the command may have been sent
-            error = self._error(operation, key, exc, maybe_applied=conn is not None and write)
+            # once the command was handed to the connection, it may have been sent
+            error = self._error(operation, key, exc, maybe_applied=sent and write)
             if conn is None and isinstance(exc, TimeoutError) and connection_state.get() == QUEUED:
                 error = replace(
                     error,
                     message=f"no free connection in the pool within {self._timeout}s",
                     trips_breaker=False,
                 )
+            elif isinstance(exc, _PoolTimeoutError):
+                error = replace(error, trips_breaker=False)  # the client is saturated
             return error
         finally:
-            if conn is not None:  # outside the timeout: our own deadline never interrupts it
-                await self._release(conn)
+            if expiry is not None:
+                expiry.finish()
+            if conn is not None:
+                # interrupted mid-command (timeout, cancellation), redis-py has already
+                # dropped the socket: the connection reconnects when next used
+                self._pool.give_back(conn)
 
-    async def _release(self, conn: Any) -> None:
+    async def _wait_for_connection(self) -> Any:
+        """Queue for a connection (every one is busy), within ``pool_timeout`` if set."""
+        if self._pool_timeout is None:
+            return await self._pool.wait()
         try:
-            await self._pool.release(conn)
-        except asyncio.CancelledError:
-            # The caller was cancelled while the pool's lock was contended: nothing was
-            # released yet. Finish in the background so the pool does not shrink.
-            task = asyncio.get_running_loop().create_task(self._pool.release(conn))
-            self._releasing.add(task)
-            task.add_done_callback(self._releasing.discard)
-            raise
+            async with asyncio.timeout(self._pool_timeout):
+                return await self._pool.wait()
+        except TimeoutError:
+            raise _PoolTimeoutError(
+                f"no free connection in the pool within pool_timeout={self._pool_timeout}s"
+            ) from None
+
+    @staticmethod
+    async def _ready(conn: Any) -> None:
+        """Connect ``conn`` if it is not; reconnect it if the server closed it meanwhile."""
+        if conn.is_connected:
+            try:
+                stale = await (conn.can_read() if _HAS_CAN_READ else conn.can_read_destructive())
+            except (rx.ConnectionError, OSError):
+                stale = True
+            if not stale:
+                return
+            # unread data or EOF: a restart, an idle timeout or a kill on the server side
+            await conn.disconnect()
+        await conn.connect()
 
     async def _call(
         self, operation: str, key: str | None, *command: Any, write: bool = False
@@ -542,21 +578,6 @@ class RedisAdapter:
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
-
-
-class _QueueAwarePool(BlockingConnectionPool):
-    """redis-py's blocking pool, telling the current call when it has to queue.
-
-    ``get_connection`` waits on ``can_get_connection`` in the caller's own task, so the
-    ``connection_state`` it sets is the caller's: ``QUEUED`` while every connection is busy
-    (and, set by the adapter, while waiting for the pool's lock before that), ``None`` once
-    one is free, before connecting.
-    """
-
-    def can_get_connection(self) -> bool:
-        free: bool = super().can_get_connection()
-        connection_state.set(None if free else QUEUED)
-        return free
 
 
 def _partial(error: CacheError, deleted: int) -> CacheError:

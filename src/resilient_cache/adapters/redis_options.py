@@ -23,8 +23,8 @@ class RedisOptions:
     """Connection settings for :meth:`RedisAdapter.from_url`, tuned to give up fast.
 
     Attributes:
-        socket_timeout: seconds to wait for a reply (default 0.25; ``None``: no timer of
-            its own per read, the operation timeout bounds the call).
+        socket_timeout: seconds to wait for each read or write (default ``None``: no timer
+            of its own per step, the operation timeout bounds the call).
         connect_timeout: seconds to establish a connection, TLS included (default 0.5).
         operation_timeout: bound on a whole call: pool wait, connect, send, read
             (default 0.5). ``delete_pattern``/``flush`` apply it to each round trip.
@@ -50,7 +50,7 @@ class RedisOptions:
             of WRONG_TYPE.
     """
 
-    socket_timeout: float | None = 0.25
+    socket_timeout: float | None = None
     connect_timeout: float = 0.5
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
     max_connections: int = 50

@@ -1,6 +1,7 @@
 """RetryLayer: one owner of retries and of the per-call deadline.
 
-* **A deadline over the whole call.** ``asyncio.timeout`` bounds every attempt, backoff
+* **A deadline over the whole call.** A :class:`DeadlineTimer` (``asyncio.timeout``'s
+  rule, one event-loop timer per layer instead of one per call) bounds every attempt, backoff
   and wait for a connection together; past it the caller gets ``Failure(TIMEOUT)``. The
   deadline is published in a context variable, so that the breaker further in counts an
   attempt cut by it as a timeout, unlike a caller's own cancellation.
@@ -36,6 +37,7 @@ from tenacity import (
 from tenacity import wait_random_exponential as full_jitter
 from tenacity.stop import stop_base
 
+from resilient_cache.domain.deadline import DeadlineTimer
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
@@ -167,6 +169,8 @@ class RetryLayer(Layer):
         self._retry_listeners: list[RetryHook] = []
         self._budget_listeners: list[Callable[[str], None]] = []
         self._sleep = sleep
+        self._timer = DeadlineTimer()
+        self._bulk_timer = DeadlineTimer()
 
     def add_retry_listener(self, listener: RetryHook) -> None:
         """Call ``listener(operation, error)`` before each retry."""
@@ -185,16 +189,22 @@ class RetryLayer(Layer):
         self, operation: str, key: str | None, call: Call[T]
     ) -> Result[T, CacheError]:
         self._budget.record_call()
-        deadline = self._bulk_deadline if operation in BULK_OPERATIONS else self._deadline
-        deadline_at = asyncio.get_running_loop().time() + deadline
+        if operation in BULK_OPERATIONS:
+            deadline, timer = self._bulk_deadline, self._bulk_timer
+        else:
+            deadline, timer = self._deadline, self._timer
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + deadline
         token = call_deadline.set(deadline_at)
+        expiry = timer.start(loop, deadline_at)
         try:
-            async with asyncio.timeout_at(deadline_at):
-                first = await call()
-                if isinstance(first, Failure) and first.error.retryable and self._attempts > 1:
-                    return await self._retry(operation, call, first, deadline_at)
-                return first
-        except TimeoutError as exc:
+            first = await call()
+            if isinstance(first, Failure) and first.error.retryable and self._attempts > 1:
+                return await self._retry(operation, call, first, deadline_at)
+            return first
+        except asyncio.CancelledError as exc:
+            if not expiry.cut():
+                raise  # the caller's own cancellation
             return Failure(
                 CacheError.of(
                     ErrorCode.TIMEOUT,
@@ -203,10 +213,13 @@ class RetryLayer(Layer):
                     key=key,
                     details={"deadline": deadline},
                     maybe_applied=operation in WRITE_OPERATIONS,
-                    cause=exc,
+                    cause=TimeoutError(f"deadline of {deadline}s exceeded").with_traceback(
+                        exc.__traceback__
+                    ),
                 )
             )
         finally:
+            expiry.finish()
             call_deadline.reset(token)
 
     def _budget_exhausted(self, operation: str) -> None:

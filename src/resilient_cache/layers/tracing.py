@@ -6,13 +6,16 @@ conventions (``db.system.name``, ``db.operation.name``, ``db.namespace``,
 ``server.address``, ``server.port``; ``error.type`` on failure); each retry is an event on
 that span. Every call is also recorded in ``db.client.operation.duration`` (seconds).
 While no SDK is installed (the global provider is still the API's proxy), no span is made
-at all; installing one later takes effect at once.
+at all; an SDK installed later takes effect within a second (the layer looks at the global
+providers at most once a second until one is installed: looking costs more than a call's
+own work in the layer).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, TypeVar
 
 from opentelemetry import metrics, trace
@@ -55,6 +58,13 @@ COMMANDS: Final[Mapping[str, str]] = {
 """The Redis command each operation sends (its first one, for multi-command operations)."""
 
 
+_SPANS: Final = 2
+_HISTOGRAM: Final = 1
+_NOTHING: Final = 0
+_RECHECK: Final = 1.0
+"""Seconds between looks at the global providers while no SDK is installed."""
+
+
 def _is_api_proxy(provider: object) -> bool:
     """Whether ``provider`` is the API's placeholder, in place until an SDK is installed."""
     return type(provider).__name__ == "_ProxyMeterProvider"
@@ -72,6 +82,7 @@ class TracingLayer(Layer):
         server: ``server.address``, ``server.port`` and ``db.namespace`` attributes.
         tracer_provider: default: the global one (a no-op until an SDK is installed).
         meter_provider: default: the global one.
+        clock: a monotonic clock, for the once-a-second look at the global providers.
     """
 
     name = "tracing"
@@ -83,6 +94,7 @@ class TracingLayer(Layer):
         server: Mapping[str, AttributeValue] | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner)
         from resilient_cache import __version__  # noqa: PLC0415 - the package imports us
@@ -98,13 +110,29 @@ class TracingLayer(Layer):
         self._base: dict[str, AttributeValue] = {"db.system.name": "redis", **(server or {})}
         self._global_tracer = tracer_provider is None
         self._global_meter = meter_provider is None
+        self._clock = clock
+        self._mode = _SPANS
+        self._mode_until = -math.inf
+
+    def _current_mode(self) -> int:
+        """What to record: spans, the histogram only, or nothing (no SDK installed yet)."""
+        now = self._clock()
+        if now < self._mode_until:
+            return self._mode
+        if self._global_tracer and isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+            # a span would be a no-op, and costs ~5 us to make
+            no_meter = self._global_meter and _is_api_proxy(metrics.get_meter_provider())
+            self._mode, self._mode_until = (_NOTHING if no_meter else _HISTOGRAM), now + _RECHECK
+        else:  # a real provider: the API lets it be installed once, for good
+            self._mode, self._mode_until = _SPANS, math.inf
+        return self._mode
 
     async def _around(
         self, operation: str, key: str | None, call: Call[T]
     ) -> Result[T, CacheError]:
-        if self._global_tracer and isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
-            # no SDK installed (yet): a span would be a no-op, and costs ~5 us to make
-            if self._global_meter and _is_api_proxy(metrics.get_meter_provider()):
+        mode = self._mode if self._clock() < self._mode_until else self._current_mode()
+        if mode != _SPANS:
+            if mode == _NOTHING:
                 return await call()  # nothing would record anything
             started = time.perf_counter()
             result = await call()
