@@ -166,6 +166,7 @@ class MetricsLayer(Layer):
         self._cache = cache_name
         self._m = _families(registry if registry is not None else REGISTRY)
         self._durations: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._successes: dict[str, Callable[[float], None]] = {}  # the hot path, one lookup
         self._after_call: Callable[[], None] | None = None
         self._error_counts: dict[tuple[str, ErrorCode], Callable[[], None]] = {}
         self._hits = self._m.gets.labels(cache_name, "hit")
@@ -182,12 +183,24 @@ class MetricsLayer(Layer):
     ) -> Result[T, CacheError]:
         started = time.perf_counter()
         result = await call()
-        self._observe(operation, result, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if type(result) is Success:
+            observe = self._successes.get(operation) or self._success_series(operation)
+            observe(seconds)
+            if operation in _LOOKUPS:
+                (self._misses if result.value is None else self._hits).inc()
+        else:
+            self._observe(operation, result, seconds)
+            if operation in _LOOKUPS:
+                self._count_lookups(result, 1)
         if self._after_call is not None:
             self._after_call()
-        if operation in _LOOKUPS:
-            self._count_lookups(result, 1)
         return result
+
+    def _success_series(self, operation: str) -> Callable[[float], None]:
+        observe = self._m.duration.labels(self._cache, operation, "success").observe
+        self._successes[operation] = observe
+        return observe
 
     async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
         """See :meth:`CacheProtocol.get_many`; each key counts as one lookup."""
