@@ -52,19 +52,19 @@ deps: ## Install missing system servers (redis-server) via scripts/install-deps.
 	@scripts/install-deps.sh
 
 lint: $(STAMP) ## ruff check + ruff format --check
-	$(BIN)/ruff check src tests benchmarks examples grafana
-	$(BIN)/ruff format --check src tests benchmarks examples grafana
+	$(BIN)/ruff check src tests examples grafana
+	$(BIN)/ruff format --check src tests examples grafana
 
 typecheck: $(STAMP) ## mypy (configured in pyproject.toml)
 	$(BIN)/mypy
 
 format: $(STAMP) ## ruff format + ruff check --fix
-	$(BIN)/ruff format src tests benchmarks examples grafana
-	$(BIN)/ruff check --fix src tests benchmarks examples grafana
+	$(BIN)/ruff format src tests examples grafana
+	$(BIN)/ruff check --fix src tests examples grafana
 
 test: $(STAMP) deps ## lint, typecheck, then the whole pytest suite
-	$(BIN)/ruff check src tests benchmarks examples grafana
-	$(BIN)/ruff format --check src tests benchmarks examples grafana
+	$(BIN)/ruff check src tests examples grafana
+	$(BIN)/ruff format --check src tests examples grafana
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -73,7 +73,7 @@ demo: $(STAMP) deps ## Fail-open under real faults, live, with a report (about a
 
 bench: $(STAMP) deps ## Benchmarks: adapter, stack and peers vs raw redis-py, as ratios (~3 min)
 	"$(PY)" -m pip install --quiet -e '.[dev,bench]'
-	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(PY) -m resilient_cache.bench --docs docs $(BENCH_ARGS)
 
 clean: ## Remove .venv, caches and .tools
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

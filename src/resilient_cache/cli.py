@@ -3,6 +3,8 @@
 * ``resilient-cache demo``: fail-open under real faults, live, with a report at the end.
 * ``resilient-cache ping``: a health check for container probes (exit code, one line).
 * ``resilient-cache info``: the effective settings (secrets redacted) and the layer stack.
+* ``resilient-cache bench``: the benchmarks, against raw redis-py and its peers
+  (resilient_cache.bench; needs a ``redis-server`` binary).
 
 Settings come from the ``CACHE_*`` environment variables; ``--redis-url`` overrides
 ``CACHE_REDIS_URL``.
@@ -26,6 +28,16 @@ from resilient_cache.domain.result import Failure
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+
+BENCH_DESCRIPTION = """\
+The adapter, the whole stack and the stack with read coalescing against raw
+redis-py, cashews and aiocache, as ratios to raw redis-py in the same run. A full
+run takes about 3 minutes; run it on a quiet machine.
+
+Needs a redis-server binary, found on PATH or named by RESILIENT_CACHE_REDIS_SERVER.
+The cashews and aiocache columns need the bench extra, without which they read n/a:
+    pip install 'resilient-cache[bench]'
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +65,27 @@ def _parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="the effective settings and the layer stack")
     info.add_argument("--redis-url", help="default: CACHE_REDIS_URL")
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks against raw redis-py and its peers (needs redis-server)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=BENCH_DESCRIPTION,
+    )  # the same options as `python -m resilient_cache.bench`, which parses them again
+    bench.add_argument(
+        "--quick", action="store_true", help="a smoke run of a few seconds; touches no docs"
+    )
+    bench.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds (default 5)")
+    bench.add_argument(
+        "--json", metavar="PATH",
+        help="where to write the results (default: .bench/results.json, or results-quick.json "
+        "with --quick, under the current directory)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--docs", metavar="DIR",
+        help="also rewrite the figures section of DIR/performance.md and "
+        "DIR/performance-throughput.svg (a checkout's docs directory); ignored with --quick",
+    )  # fmt: skip
     return parser
 
 
@@ -64,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "ping":
             return asyncio.run(_ping(args.redis_url))
+        if args.command == "bench":
+            return _bench(args)
         return _info(args.redis_url)
     except ConfigurationError as exc:
         print(f"resilient-cache: configuration error: {exc}", file=sys.stderr)
@@ -125,6 +160,18 @@ def _demo(args: argparse.Namespace) -> int:
         rate=args.rate,
     )
     return asyncio.run(run_demo(options))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # the benchmarks import every client under test: only for this command
+    from resilient_cache.bench.__main__ import main as run_bench  # noqa: PLC0415
+
+    argv = ["--quick"] if args.quick else []
+    for option in ("rounds", "json", "docs"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option}", str(value)]
+    return run_bench(argv, prog="resilient-cache bench")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,14 +21,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from benchmarks.clients import (
-    CONTENDERS,
-    POOL_SIZE,
-    Client,
-    Contender,
-    StackClient,
-    build_stack,
-)
 from resilient_cache import (
     BreakerState,
     CircuitBreakerLayer,
@@ -36,6 +28,14 @@ from resilient_cache import (
     Failure,
     Layer,
     RedisAdapter,
+)
+from resilient_cache.bench.clients import (
+    CONTENDERS,
+    POOL_SIZE,
+    Client,
+    Contender,
+    StackClient,
+    build_stack,
 )
 from resilient_cache.testing import ManualClock, free_port
 

@@ -283,7 +283,8 @@ def _not_installed(module: str) -> Callable[[], str | None]:
             _peer(module)
         except Exception as exc:
             return (
-                f"cannot import {module} ({type(exc).__name__}: {exc}); pip install -e '.[bench]'"
+                f"cannot import {module} ({type(exc).__name__}: {exc}); "
+                "pip install 'resilient-cache[bench]'"
             )
         return None
 
