@@ -9,11 +9,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter
+from resilient_cache.acl import acl_rules
 from resilient_cache.testing import ManualClock
 from tests.servers import RedisServer, require_binary
 
 # toxiproxy_binary, toxiproxy, redis_proxy, redis_proxy_url: for tests/faults and e2e tests
 pytest_plugins = ["tests.toxiproxy_fixtures"]
+
+ACL_USER = "contract"
+ACL_PASSWORD = "contract-password"
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +63,7 @@ class CacheFactory(Protocol):
     ) -> Awaitable[CacheProtocol]: ...
 
 
-@pytest.fixture(params=["memory", "redis", "redis-coalescing"])
+@pytest.fixture(params=["memory", "redis", "redis-coalescing", "redis-acl"])
 async def make_cache(
     request: pytest.FixtureRequest, clock: ManualClock
 ) -> AsyncIterator[CacheFactory]:
@@ -72,6 +76,11 @@ async def make_cache(
         server: RedisServer = request.getfixturevalue("redis_server")
         url = server.url
         assert server.command("FLUSHALL") == "+OK"
+        if backend == "redis-acl":  # a user with only the documented least-privilege ACL
+            rules = acl_rules(None).split()
+            assert server.command("ACL", "SETUSER", ACL_USER, "reset", "on", f">{ACL_PASSWORD}",
+                                  *rules) == "+OK"  # fmt: skip
+            url = url.replace("redis://", f"redis://{ACL_USER}:{ACL_PASSWORD}@")
 
     async def build(*, namespace: str | None = None, limits: Limits | None = None) -> CacheProtocol:
         if backend == "memory":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from resilient_cache import (
@@ -18,6 +20,7 @@ from resilient_cache import (
     RedisAdapter,
     Success,
     build_cache,
+    generate_encryption_key,
     get_cache,
     get_or_set,
     get_or_set_json,
@@ -78,6 +81,8 @@ def test_defaults_match_the_design() -> None:
         ("CACHE_REDIS__SSL_CA_CERTS", "/etc/ca.pem"),  # with a redis:// URL
         ("CACHE_DEADLIN", "0.3"),  # a near miss is not silently ignored
         ("CACHE_RETRY__ATEMPTS", "3"),
+        ("CACHE_NAMESPACE", "a:b"),  # the separator: two tenants could overlap
+        ("CACHE_REDIS__SSL_CERT_REQS", "none"),  # needs allow_insecure_tls
     ],
 )
 def test_a_bad_variable_fails_start_up_naming_it(
@@ -198,3 +203,34 @@ async def test_bulk_operations_get_the_bulk_deadline(redis_server: RedisServer) 
     assert result == Success(200_000)
     assert elapsed > settings.deadline  # the per-call deadline alone would have cut it
     assert elapsed < settings.bulk_deadline
+
+
+# -- encryption from the settings -------------------------------------------------------
+
+
+async def test_encryption_keys_in_the_environment_encrypt_every_value(
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+) -> None:
+    old, new = generate_encryption_key(), generate_encryption_key()
+    monkeypatch.setenv("CACHE_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("CACHE_NAMESPACE", "enc")
+    monkeypatch.setenv("CACHE_ENCRYPTION__KEYS", json.dumps({"2026-10": old, "2026-11": new}))
+    monkeypatch.setenv("CACHE_ENCRYPTION__CURRENT", "2026-11")
+    settings = CacheSettings.from_env()
+    assert new not in repr(settings) and new not in str(settings.model_dump())
+    async with build_cache(settings, registry=CollectorRegistry()) as cache:
+        assert cache.layers[-2:] == ("encryption", "RedisAdapter")
+        assert await cache.set("k", "secret value") == Success(None)
+        assert await cache.get("k") == Success("secret value")
+        raw = aioredis.Redis.from_url(redis_server.url)
+        stored = await raw.get("enc:k")
+        await raw.aclose()
+        assert isinstance(stored, bytes) and stored.startswith(b"enc:v1:2026-11:")
+        assert b"secret value" not in stored
+
+
+def test_encryption_keys_need_a_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_ENCRYPTION__KEYS", json.dumps({"k1": generate_encryption_key()}))
+    with pytest.raises(ConfigurationError) as info:
+        CacheSettings.from_env()
+    assert info.value.setting == "CACHE_ENCRYPTION__CURRENT"

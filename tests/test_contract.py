@@ -14,6 +14,7 @@ import pytest
 from resilient_cache import (
     CacheError,
     CacheProtocol,
+    ConfigurationError,
     ErrorCode,
     Failure,
     Limits,
@@ -374,13 +375,17 @@ async def test_namespaces_are_invisible_and_isolated(make_cache: CacheFactory) -
     assert await tenant_b.exists("k") == Success(True)
 
 
-async def test_namespace_with_glob_characters_confines_patterns(make_cache: CacheFactory) -> None:
-    starry = await make_cache(namespace="a*")
-    other = await make_cache(namespace="ab")
-    await starry.set("k", "1")
-    await other.set("k", "2")
-    assert await starry.delete_pattern("*") == Success(1)
-    assert await other.get("k") == Success("2")
+@pytest.mark.parametrize(
+    "namespace",
+    ["", "a:b", "a*", "a?", "a[b]", "a\\b", "-a", "a b", "a\n", "x" * 65, 5],
+    ids=repr,
+)
+async def test_namespaces_that_could_overlap_are_refused(
+    make_cache: CacheFactory, namespace: Any
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        await make_cache(namespace=namespace)
+    assert info.value.setting == "namespace"
 
 
 async def test_the_namespace_prefix_is_visible_without_a_namespace(

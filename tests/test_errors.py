@@ -7,7 +7,7 @@ import pytest
 from resilient_cache import CacheError, ConfigurationError, ErrorCode, Limits
 
 RETRYABLE = {ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.READONLY}
-TRIPS = {ErrorCode.CONNECTION, ErrorCode.TIMEOUT}
+TRIPS = {ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.TLS}
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))

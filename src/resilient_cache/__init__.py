@@ -15,12 +15,15 @@ from resilient_cache.domain.errors import CacheError, ConfigurationError, Detail
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
 from resilient_cache.domain.validation import Limits
+from resilient_cache.keys import KeyHasher, cache_key, hash_identifier
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
+from resilient_cache.layers.encryption import EncryptionLayer, generate_encryption_key
 from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
 from resilient_cache.layers.tracing import TracingLayer
+from resilient_cache.redaction import SecretScrubber, scrub_secrets
 from resilient_cache.settings import (
     BreakerSettings,
     CacheSettings,
@@ -44,11 +47,13 @@ __all__ = [
     "CircuitBreakerLayer",
     "ConfigurationError",
     "DetailValue",
+    "EncryptionLayer",
     "Endpoint",
     "ErrorCode",
     "Failure",
     "JsonInput",
     "JsonValue",
+    "KeyHasher",
     "Layer",
     "Limits",
     "LoggingLayer",
@@ -63,13 +68,18 @@ __all__ = [
     "RetryBudget",
     "RetryLayer",
     "RetrySettings",
+    "SecretScrubber",
     "Success",
     "TracingLayer",
     "UnwrapError",
     "__version__",
     "build_cache",
+    "cache_key",
+    "generate_encryption_key",
     "get_cache",
     "get_or_set",
     "get_or_set_json",
+    "hash_identifier",
     "redact_url",
+    "scrub_secrets",
 ]

@@ -8,6 +8,7 @@ The order, outermost first, and why::
       -> LoggingLayer         failures, retries, breaker transitions
       -> RetryLayer           the deadline over the whole call; safe retries; retry budget
       -> CircuitBreakerLayer  closed / open / half-open; probes; no I/O while open
+      -> EncryptionLayer      only with CACHE_ENCRYPTION__KEYS: AES-GCM per value
       -> RedisAdapter         the pool; one network attempt per call; errors mapped
       -> Redis
 
@@ -32,8 +33,10 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from resilient_cache.adapters.redis_adapter import RedisAdapter
+from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
+from resilient_cache.layers.encryption import EncryptionLayer
 from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
@@ -50,6 +53,7 @@ def build_cache(
     logger: Any = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    credential_provider: object | None = None,
 ) -> Layer:
     """Build the resilient cache stack; nothing connects until the first call.
 
@@ -61,6 +65,9 @@ def build_cache(
         logger: a structlog logger (default: ``structlog.get_logger("resilient_cache")``).
         clock: the monotonic clock of the breaker and the retry budget (a test seam).
         sleep: the retry backoff's sleep (a test seam).
+        credential_provider: a redis-py ``CredentialProvider`` asked for the username and
+            password of each new connection (rotation without a restart); instead of
+            credentials in the URL or ``CACHE_REDIS__USERNAME``/``__PASSWORD``.
 
     Returns:
         The outermost layer: a ``CacheProtocol``, an async context manager with
@@ -71,12 +78,16 @@ def build_cache(
     """
     settings = settings or CacheSettings.from_env()
     b, r, o = settings.breaker, settings.retry, settings.observability
-    adapter = RedisAdapter.from_url(
-        settings.redis_url,
-        namespace=settings.namespace,
-        **settings.redis.options(deadline=settings.deadline),
-    )
-    breaker = CircuitBreakerLayer(adapter, **b.model_dump(), clock=clock)  # same names
+    options = settings.redis.options(deadline=settings.deadline)
+    if credential_provider is not None:
+        options["credential_provider"] = credential_provider
+    adapter = RedisAdapter.from_url(settings.redis_url, namespace=settings.namespace, **options)
+    inner: CacheProtocol = adapter
+    if settings.encryption.keys:  # innermost: its failures are seen by every other layer
+        inner = EncryptionLayer(
+            adapter, namespace=settings.namespace, **settings.encryption.layer_options()
+        )
+    breaker = CircuitBreakerLayer(inner, **b.model_dump(), clock=clock)  # same names
     retry = RetryLayer(
         breaker,
         attempts=r.attempts,

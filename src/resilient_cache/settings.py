@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from resilient_cache.adapters.redis_options import RedisOptions, pool_settings
 from resilient_cache.domain.errors import ConfigurationError
+from resilient_cache.domain.validation import check_namespace
 
 ENV_PREFIX = "CACHE_"
 _REDIS = RedisOptions()  # the adapter's defaults, stated once
@@ -33,7 +34,7 @@ _REDIS = RedisOptions()  # the adapter's defaults, stated once
 class RetrySettings(BaseModel):
     """The retry layer: attempts, full-jitter backoff, retry budget."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     attempts: int = Field(2, ge=1, le=10, description="tries per call, the first included")
     backoff_base: float = Field(0.01, gt=0, description="backoff base, seconds")
@@ -46,7 +47,7 @@ class RetrySettings(BaseModel):
 class BreakerSettings(BaseModel):
     """The circuit breaker layer."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     fail_max: int = Field(5, ge=1, description="consecutive failures that open the circuit")
     reset_timeout: float = Field(5.0, gt=0, description="first open time, seconds")
@@ -56,10 +57,32 @@ class BreakerSettings(BaseModel):
     count_out_of_memory: bool = Field(False, description="let OUT_OF_MEMORY trip it")
 
 
+class EncryptionSettings(BaseModel):
+    """Value encryption (EncryptionLayer, the ``encryption`` extra); off while ``keys`` is empty."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description="key id -> 32-byte key, base64 (JSON object)"
+    )
+    current: str | None = Field(None, description="the key id that encrypts")
+    accept_plaintext: bool = Field(False, description="read values written unencrypted")
+    allow_plaintext_counters: bool = Field(False, description="increment/decrement in clear")
+
+    def layer_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~resilient_cache.EncryptionLayer` (secrets revealed)."""
+        return {
+            "keys": {key_id: key.get_secret_value() for key_id, key in self.keys.items()},
+            "current": self.current,
+            "accept_plaintext": self.accept_plaintext,
+            "allow_plaintext_counters": self.allow_plaintext_counters,
+        }
+
+
 class ObservabilitySettings(BaseModel):
     """Which telemetry layers the stack gets, and how chatty the logs are."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     metrics: bool = Field(True, description="Prometheus metrics (MetricsLayer)")
     tracing: bool = Field(True, description="OpenTelemetry spans and histogram (TracingLayer)")
@@ -71,7 +94,7 @@ class ObservabilitySettings(BaseModel):
 class RedisSettings(BaseModel):
     """The connection: pool, timeouts, credentials, TLS (see :class:`RedisOptions`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     socket_timeout: float | None = Field(
         _REDIS.socket_timeout, gt=0, description="bound on one read or write; default: none"
@@ -87,7 +110,13 @@ class RedisSettings(BaseModel):
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_ca_data: str | None = Field(None, description="CA certificates as PEM text")
     ssl_check_hostname: bool = _REDIS.ssl_check_hostname
+    ssl_cert_reqs: str = Field(_REDIS.ssl_cert_reqs, description="'required' or 'none'")
+    ssl_min_version: str = Field(_REDIS.ssl_min_version, description="'TLSv1.2' or 'TLSv1.3'")
+    allow_insecure_tls: bool = Field(
+        _REDIS.allow_insecure_tls, description="allow switching TLS verification off"
+    )
     coalesce_reads: bool = Field(
         _REDIS.coalesce_reads, description="batch concurrent gets into one MGET"
     )
@@ -108,7 +137,11 @@ class CacheSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,  # a bad URL must not be echoed: it may hold a password
     )
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
@@ -122,6 +155,15 @@ class CacheSettings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str | None) -> str | None:
+        try:
+            return check_namespace(namespace)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix("namespace: ")) from None
 
     @field_validator("redis_url")
     @classmethod
@@ -143,6 +185,10 @@ class CacheSettings(BaseSettings):
         except ConfigurationError as exc:
             name = "REDIS_URL" if exc.setting == "url" else f"REDIS__{exc.setting.upper()}"
             raise ConfigurationError(ENV_PREFIX + name, str(exc).split(": ", 1)[1]) from None
+        if self.encryption.keys and self.encryption.current not in self.encryption.keys:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}ENCRYPTION__CURRENT", "must name one of the encryption keys' ids"
+            )
         if self.breaker.reset_timeout > self.breaker.reset_timeout_max:
             raise ConfigurationError(
                 f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT", "must not exceed reset_timeout_max"

@@ -27,6 +27,7 @@ from resilient_cache.domain.validation import (
     INT64_MIN,
     Limits,
     check_amount,
+    check_namespace,
     check_pattern,
     check_seconds,
     check_ttl,
@@ -68,8 +69,7 @@ class MemoryCache:
             raise ConfigurationError(
                 "max_entries", f"must be a positive int or None, got {max_entries!r}"
             )
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ConfigurationError("namespace", "must be a non-empty str or None")
+        check_namespace(namespace)
         self._namespace = namespace
         self._prefix = f"{namespace}:" if namespace else ""
         self._clock = clock or time.monotonic

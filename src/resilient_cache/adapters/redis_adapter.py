@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import unquote, urlsplit
 
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -56,6 +58,7 @@ from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     Limits,
     check_amount,
+    check_namespace,
     check_pattern,
     check_seconds,
     check_ttl,
@@ -104,6 +107,9 @@ _RESPONSE_MARKERS: Final = (
 _AMBIGUOUS: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.BACKEND})
 
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
+_PROBE_TIME: Final = 0.2
+_PROBE_MARGIN: Final = 0.02  # the probe ends this long before the call's deadline
+_CLIENT_CERT_ALERTS: Final = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "PEER DID NOT RETURN")
 # redis-py 8 checks a pooled connection without reading; 5.x only has the reading check
 _HAS_CAN_READ: Final = hasattr(AbstractConnection, "can_read")
 _SCAN_COUNT: Final = 1000
@@ -133,8 +139,7 @@ class RedisAdapter:
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         coalesce_reads: bool = False,
     ) -> None:
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ConfigurationError("namespace", "must be a non-empty str or None")
+        check_namespace(namespace)
         RedisOptions(operation_timeout=operation_timeout)  # validates it
         settings: ConnectionPool = client.connection_pool
         connection_class = settings.connection_class
@@ -145,6 +150,7 @@ class RedisAdapter:
         self._pool_timeout: float | None = getattr(settings, "timeout", None)
         self._connection_class = connection_class
         self._connection_kwargs = kwargs
+        self._tls = issubclass(connection_class, SSLConnection)
         self._namespace = namespace
         self._prefix = f"{namespace}:".encode() if namespace else b""
         self._glob_prefix = f"{glob_escape(namespace)}:".encode() if namespace else b""
@@ -185,7 +191,10 @@ class RedisAdapter:
         try:
             pool = BlockingConnectionPool.from_url(url, retry=_NO_RETRY, **kwargs)
         except (ValueError, TypeError) as exc:
-            message = str(exc).replace(opts.password, "***") if opts.password else str(exc)
+            message = str(exc)
+            for secret in (opts.password, urlsplit(url).password):
+                if secret:  # as given, and as it is once percent-decoded
+                    message = message.replace(secret, "***").replace(unquote(secret), "***")
             raise ConfigurationError("url", f"{message} ({redact_url(url)})") from None
         return cls(
             Redis(connection_pool=pool),
@@ -258,7 +267,7 @@ class RedisAdapter:
         ``single``: return the one command's reply itself, not a list of one.
         """
         conn: Any = None
-        sent = False
+        sent = fresh = False
         loop = asyncio.get_running_loop()
         bound = loop.time() + self._timeout
         outer = call_deadline.get()
@@ -270,7 +279,8 @@ class RedisAdapter:
                 # every connection is busy, and left so if the call is cut short there.
                 connection_state.set(None)
                 conn = self._pool.take() or await self._wait_for_connection()
-                await self._ready(conn)
+                fresh = True  # until _ready says the connection was already up
+                fresh = await self._ready(conn)
                 connection_state.set(loop.time())
                 sent = True
                 if len(commands) == 1:
@@ -295,15 +305,11 @@ class RedisAdapter:
         except Exception as exc:  # mapped below; CancelledError is not an Exception
             # once the command was handed to the connection, it may have been sent
             error = self._error(operation, key, exc, maybe_applied=sent and write)
-            if conn is None and isinstance(exc, TimeoutError) and connection_state.get() == QUEUED:
-                error = replace(
-                    error,
-                    message=f"no free connection in the pool within {self._timeout}s",
-                    trips_breaker=False,
-                )
-            elif isinstance(exc, _PoolTimeoutError):
-                error = replace(error, trips_breaker=False)  # the client is saturated
-            return error
+            left = min(bound, outer if outer is not None else bound) - loop.time()
+            return await self._explain(
+                error, exc, had_connection=conn is not None, fresh=fresh, sent=sent,
+                seconds_left=left,
+            )  # fmt: skip
         finally:
             if expiry is not None:
                 expiry.finish()
@@ -311,6 +317,44 @@ class RedisAdapter:
                 # interrupted mid-command (timeout, cancellation), redis-py has already
                 # dropped the socket: the connection reconnects when next used
                 self._pool.give_back(conn)
+
+    async def _explain(
+        self,
+        error: CacheError,
+        exc: Exception,
+        *,
+        had_connection: bool,
+        fresh: bool,
+        sent: bool,
+        seconds_left: float,
+    ) -> CacheError:
+        """Make ``error`` say more when the round trip's circumstances tell more."""
+        if not had_connection and isinstance(exc, TimeoutError):
+            if connection_state.get() == QUEUED:
+                message = f"no free connection in the pool within {self._timeout}s"
+                return replace(error, message=message, trips_breaker=False)
+        elif isinstance(exc, _PoolTimeoutError):
+            return replace(error, trips_breaker=False)  # the client is saturated
+        elif fresh and isinstance(exc, TimeoutError) and self._tls and not sent:
+            message = (
+                f"{error.message}, in the TLS handshake (a plaintext port never answers "
+                "one: use redis://?)"
+            )
+            return replace(error, message=message)
+        elif fresh and error.code is ErrorCode.CONNECTION and _cut_off(exc):
+            # a new connection dropped before any reply: a TLS mismatch looks like this
+            diagnosis = await self._diagnose(seconds_left - _PROBE_MARGIN)
+            if diagnosis is not None:
+                tls = CacheError.of(
+                    ErrorCode.TLS,
+                    f"{diagnosis} ({self._display})",
+                    operation=error.operation,
+                    key=error.key,
+                    details=error.details,
+                    cause=exc,
+                )
+                return replace(tls, maybe_applied=error.maybe_applied)
+        return error
 
     async def _wait_for_connection(self) -> Any:
         """Queue for a connection (every one is busy), within ``pool_timeout`` if set."""
@@ -324,19 +368,53 @@ class RedisAdapter:
                 f"no free connection in the pool within pool_timeout={self._pool_timeout}s"
             ) from None
 
+    async def _diagnose(self, seconds: float) -> str | None:
+        """Probe the server's port: does it expect TLS, or a client certificate?
+
+        Runs only after a new connection was dropped before any reply, within ``seconds``
+        (the rest of the call's deadline). ``None``: nothing to say about TLS.
+        """
+        kwargs = self._connection_kwargs
+        host, port = kwargs.get("host"), kwargs.get("port")
+        if host is None or port is None or seconds <= 0:
+            return None
+        tls = self._tls
+        if tls and kwargs.get("ssl_certfile"):
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # only asks which protocol the port speaks
+        if tls:  # TLS 1.2 asks for a client certificate during the handshake itself
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            async with asyncio.timeout(min(seconds, _PROBE_TIME)):
+                _, writer = await asyncio.open_connection(host, port, ssl=context)
+        except ssl.SSLError as exc:
+            if tls and any(word in str(exc).upper() for word in _CLIENT_CERT_ALERTS):
+                return "TLS: the server requires a client certificate (ssl_certfile, ssl_keyfile)"
+            return None
+        except (OSError, TimeoutError):
+            return None
+        writer.close()
+        return None if tls else "TLS: the server speaks TLS on this port (use rediss://)"
+
     @staticmethod
-    async def _ready(conn: Any) -> None:
-        """Connect ``conn`` if it is not; reconnect it if the server closed it meanwhile."""
+    async def _ready(conn: Any) -> bool:
+        """Connect ``conn`` if it is not, or reconnect it if the server closed it meanwhile.
+
+        Returns whether it was (re)connected now.
+        """
         if conn.is_connected:
             try:
                 stale = await (conn.can_read() if _HAS_CAN_READ else conn.can_read_destructive())
             except (rx.ConnectionError, OSError):
                 stale = True
             if not stale:
-                return
+                return False
             # unread data or EOF: a restart, an idle timeout or a kill on the server side
             await conn.disconnect()
         await conn.connect()
+        return True
 
     def _call(
         self, operation: str, key: str | None, *command: Any, write: bool = False
@@ -349,6 +427,9 @@ class RedisAdapter:
     ) -> CacheError:
         code = next(code for kind, code in _EXCEPTION_TABLE if isinstance(exc, kind))
         text = str(exc) or type(exc).__name__
+        tls = _tls_failure(exc)
+        if tls is not None:
+            code, text = ErrorCode.TLS, f"{tls} ({self._display})"
         if code is ErrorCode.BACKEND and isinstance(exc, rx.ResponseError):
             code = next((c for marker, c in _RESPONSE_MARKERS if marker in text), code)
         if self._secret:
@@ -503,12 +584,13 @@ class RedisAdapter:
         return Success(None if millis < 0 else max(1, math.ceil(millis / 1000)))
 
     async def flush(self) -> Result[None, CacheError]:
-        """Remove this namespace's keys, or FLUSHDB ASYNC without a namespace. Never FLUSHALL."""
-        if self._namespace:
-            deleted = await self._delete_matching("flush", self._glob_prefix + b"*")
-            return Failure(deleted) if isinstance(deleted, CacheError) else Success(None)
-        reply = await self._call("flush", None, "FLUSHDB", "ASYNC", write=True)
-        return Failure(reply) if isinstance(reply, CacheError) else Success(None)
+        """Remove this namespace's keys (every key of the database without a namespace).
+
+        ``SCAN`` + ``UNLINK`` batches, never ``FLUSHDB``/``FLUSHALL``/``KEYS``: the adapter
+        works under an ACL that denies those (see docs/security.md).
+        """
+        deleted = await self._delete_matching("flush", self._glob_prefix + b"*")
+        return Failure(deleted) if isinstance(deleted, CacheError) else Success(None)
 
     async def ping(self) -> Result[bool, CacheError]:
         """``Success(True)`` when Redis answers PING."""
@@ -584,6 +666,43 @@ class RedisAdapter:
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What failed in a TLS handshake, if ``exc`` or an exception behind it says so.
+
+    redis-py turns an ``ssl.SSLError`` into its own ``ConnectionError`` (the original is
+    its context). A plaintext client talking to a TLS port reads a TLS alert record
+    (``\x15\x03``) where a Redis reply should start.
+    """
+    node: BaseException | None = exc
+    for _ in range(8):  # a short chain; never loop on a cycle
+        if node is None:
+            break
+        if isinstance(node, ssl.SSLCertVerificationError):
+            return f"TLS: the server's certificate did not verify: {node.verify_message}"
+        if isinstance(node, ssl.SSLError):
+            reason = node.reason or type(node).__name__
+            if reason == "WRONG_VERSION_NUMBER":
+                return "TLS: the server does not speak TLS on this port (use redis://?)"
+            return f"TLS: handshake failed: {reason}"
+        node = node.__cause__ or node.__context__
+    if "\\x15\\x03" in str(exc):
+        return "TLS: the server speaks TLS on this port (use rediss://)"
+    return None
+
+
+def _cut_off(exc: BaseException) -> bool:
+    """Whether the server reset or closed the connection (rather than refusing it)."""
+    node: BaseException | None = exc
+    for _ in range(8):
+        if node is None:
+            break
+        if isinstance(node, ConnectionResetError | BrokenPipeError):
+            return True
+        node = node.__cause__ or node.__context__
+    text = str(exc)
+    return "reset by peer" in text or "closed by server" in text
 
 
 def _partial(error: CacheError, deleted: int) -> CacheError:

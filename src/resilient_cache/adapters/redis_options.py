@@ -5,7 +5,10 @@ Pure Python (no ``redis`` import): the adapter module turns these into a redis-p
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import math
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -15,7 +18,29 @@ from resilient_cache.domain.errors import ConfigurationError
 
 DEFAULT_OPERATION_TIMEOUT: Final = 0.5
 _URL_QUERY_ALLOWED: Final = frozenset({"db", "password", "username"})
-_TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_ca_data", "ssl_certfile", "ssl_keyfile")
+_INSECURE_QUERY: Final = frozenset({"ssl_cert_reqs", "ssl_check_hostname"})
+TLS_VERSIONS: Final = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "localhost.localdomain", "::1"})
+_warned: set[str] = set()
+_log = logging.getLogger("resilient_cache")
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        _log.warning(message)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host.lower() in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,12 +62,23 @@ class RedisOptions:
         client_name: ``CLIENT SETNAME`` for each connection, to spot it in ``CLIENT LIST``.
         username: ACL user (overridden by one in the URL).
         password: password (overridden by one in the URL); never shown anywhere.
+        credential_provider: a redis-py ``CredentialProvider`` (``get_credentials()``, or
+            ``get_credentials_async()``), asked for a username and password each time a
+            connection is made: rotated credentials are picked up without a restart.
+            Not together with ``username``/``password`` (options or URL).
         db: database number (overridden by one in the URL).
         ssl_ca_certs: CA bundle for ``rediss://`` (default: the system's).
         ssl_certfile: client certificate for ``rediss://`` (mutual TLS).
         ssl_keyfile: client key for ``rediss://``.
-        ssl_check_hostname: verify the server's host name (default ``True``);
-            certificate verification itself is always on.
+        ssl_ca_data: the CA certificates themselves (PEM text), instead of a file.
+        ssl_check_hostname: verify the server's host name (default ``True``); ``False``
+            needs ``allow_insecure_tls``.
+        ssl_cert_reqs: ``"required"`` (default): the server's certificate must verify;
+            ``"none"`` switches verification off and needs ``allow_insecure_tls``.
+        ssl_min_version: the oldest TLS version accepted, ``"TLSv1.2"`` (default) or
+            ``"TLSv1.3"``.
+        allow_insecure_tls: allow ``ssl_cert_reqs="none"`` or ``ssl_check_hostname=False``
+            (in options or the URL); logged as a warning, once. Default ``False``: refused.
         coalesce_reads: batch the ``get``/``get_json`` calls issued in one event-loop
             iteration into one MGET (default ``False``). Much higher throughput under
             concurrency; each caller keeps its own answer and deadline. One difference:
@@ -60,11 +96,16 @@ class RedisOptions:
     client_name: str | None = None
     username: str | None = None
     password: str | None = None
+    credential_provider: object | None = None
     db: int | None = None
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_ca_data: str | None = None
     ssl_check_hostname: bool = True
+    ssl_cert_reqs: str = "required"
+    ssl_min_version: str = "TLSv1.2"
+    allow_insecure_tls: bool = False
     coalesce_reads: bool = False
 
     def __post_init__(self) -> None:
@@ -85,17 +126,50 @@ class RedisOptions:
             low = 1 if name == "max_connections" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(name, f"must be an int >= {low}, got {value!r}")
+        provider = self.credential_provider
+        if provider is not None:
+            if not callable(getattr(provider, "get_credentials", None)):
+                raise ConfigurationError(
+                    "credential_provider",
+                    "must be a redis.credentials.CredentialProvider (get_credentials()), "
+                    f"got {type(provider).__name__}",
+                )
+            if self.username is not None or self.password is not None:
+                raise ConfigurationError(
+                    "credential_provider", "give either it or username/password, not both"
+                )
+        if self.ssl_cert_reqs not in ("required", "none"):
+            raise ConfigurationError(
+                "ssl_cert_reqs", f"must be 'required' or 'none', got {self.ssl_cert_reqs!r}"
+            )
+        if self.ssl_min_version not in TLS_VERSIONS:
+            raise ConfigurationError(
+                "ssl_min_version",
+                f"must be one of {sorted(TLS_VERSIONS)}, got {self.ssl_min_version!r}",
+            )
+        insecure = "ssl_cert_reqs" if self.ssl_cert_reqs == "none" else None
+        if not self.ssl_check_hostname:
+            insecure = insecure or "ssl_check_hostname"
+        if insecure and not self.allow_insecure_tls:
+            raise ConfigurationError(
+                insecure,
+                "switches TLS verification off (anyone on the path could read and change "
+                "cache traffic); set allow_insecure_tls=True to allow it anyway",
+            )
         if self.db is not None and (
             isinstance(self.db, bool) or not isinstance(self.db, int) or self.db < 0
         ):
             raise ConfigurationError("db", f"must be an int >= 0, got {self.db!r}")
 
     def __repr__(self) -> str:
-        shown = (
-            f"{f.name}={'***' if f.name == 'password' and self.password else repr(value)}"
-            for f in fields(self)
-            for value in (getattr(self, f.name),)
-        )
+        def show(name: str, value: object) -> str:
+            if name == "password" and value:
+                return "***"
+            if name == "credential_provider" and value is not None:
+                return f"<{type(value).__name__}>"  # never its repr: it may hold a secret
+            return repr(value)
+
+        shown = (f"{f.name}={show(f.name, getattr(self, f.name))}" for f in fields(self))
         return f"RedisOptions({', '.join(shown)})"
 
 
@@ -169,7 +243,15 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
             "url", f"must start with redis://, rediss:// or unix://, got {redact_url(str(url))!r}"
         )
     parts = urlsplit(url)
-    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in _INSECURE_QUERY and scheme == "rediss":
+            if not opts.allow_insecure_tls:
+                raise ConfigurationError(
+                    "url",
+                    f"query parameter {name}={value!r} could switch TLS verification off; "
+                    "set allow_insecure_tls=True to allow it anyway",
+                )
+            continue  # allowed, and redis-py applies it: warned about below
         if name not in _URL_QUERY_ALLOWED:
             # redis-py would let the URL override our settings (ssl_cert_reqs=none would
             # switch certificate verification off) or fail every call on an unknown name
@@ -178,6 +260,12 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
                 f"query parameter {name!r} is not supported (only {sorted(_URL_QUERY_ALLOWED)}); "
                 "pass connection settings as options",
             )
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port when it is read
+    except ValueError:
+        raise ConfigurationError(
+            "url", f"the port must be a number from 0 to 65535, got {redact_url(url)!r}"
+        ) from None
     path = parts.path.strip("/")
     if scheme != "unix" and path and not path.isdigit():
         # redis-py would silently fall back to database 0
@@ -191,21 +279,43 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
         "health_check_interval": opts.health_check_interval,
         "client_name": opts.client_name,
     }
-    for name in ("username", "password", "db"):
+    for name in ("username", "password", "db", "credential_provider"):
         if getattr(opts, name) is not None:
             kwargs[name] = getattr(opts, name)
+    if opts.credential_provider is not None and (parts.username or parts.password):
+        raise ConfigurationError(
+            "credential_provider", "the URL holds credentials too: give one or the other"
+        )
     if scheme != "unix":
         kwargs["socket_keepalive"] = opts.socket_keepalive
     if scheme != "rediss":
         for name in _TLS_OPTIONS:
             if getattr(opts, name) is not None:
                 raise ConfigurationError(name, f"only applies to rediss:// URLs, not {scheme}://")
+        if scheme == "redis" and not is_loopback(parts.hostname or "localhost"):
+            warn_once(
+                f"plaintext:{parts.hostname}:{parts.port}",
+                f"resilient_cache: {redact_url(url)} is plaintext to another host: passwords "
+                "and cached values cross the network unencrypted; use rediss:// (TLS)",
+            )
     else:
         kwargs.update(
-            ssl_cert_reqs="required",
+            ssl_cert_reqs=opts.ssl_cert_reqs,
             ssl_ca_certs=opts.ssl_ca_certs,
+            ssl_ca_data=opts.ssl_ca_data,
             ssl_certfile=opts.ssl_certfile,
             ssl_keyfile=opts.ssl_keyfile,
             ssl_check_hostname=opts.ssl_check_hostname,
+            ssl_min_version=TLS_VERSIONS[opts.ssl_min_version],
         )
+        if opts.allow_insecure_tls and (
+            opts.ssl_cert_reqs == "none"
+            or not opts.ssl_check_hostname
+            or any(name in _INSECURE_QUERY for name, _ in parse_qsl(parts.query))
+        ):
+            warn_once(
+                f"insecure-tls:{parts.hostname}:{parts.port}",
+                f"resilient_cache: TLS verification is switched off for {redact_url(url)} "
+                "(allow_insecure_tls=True): cache traffic can be read and changed on the way",
+            )
     return opts, kwargs

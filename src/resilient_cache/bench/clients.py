@@ -302,8 +302,8 @@ CONTENDERS: tuple[Contender, ...] = (
     ),
     Contender(
         BLOCKING_BASELINE,
-        f"redis-py on a BlockingConnectionPool(max_connections={POOL_SIZE}), the adapter's pool "
-        "class: the baseline where the plain pool refuses the load",
+        f"redis-py on a BlockingConnectionPool(max_connections={POOL_SIZE}): the baseline where "
+        "the plain pool refuses the load",
         _raw_blocking,
     ),
     Contender("adapter", "RedisAdapter.from_url(url)", _adapter),

@@ -13,6 +13,8 @@ CIRCUIT_OPEN    breaker open, or no half-open permit        no         no
 READONLY        failover in progress (a replica answered)   yes        no
 OUT_OF_MEMORY   OOM command not allowed (maxmemory)         no         no (2)
 AUTH            NOAUTH, WRONGPASS, NOPERM                   no         no
+TLS             handshake: untrusted or wrong certificate,  no         yes
+                client certificate missing, TLS mismatch
 WRONG_TYPE      WRONGTYPE, not an integer, int64 overflow   no         no
 SERIALIZATION   JSON encode/decode, stored bytes not UTF-8  no         no
 VALIDATION      bad key, ttl, amount, value size            no         no
@@ -51,6 +53,7 @@ class ErrorCode(StrEnum):
     READONLY = "readonly"
     OUT_OF_MEMORY = "out_of_memory"
     AUTH = "auth"
+    TLS = "tls"
     WRONG_TYPE = "wrong_type"
     SERIALIZATION = "serialization"
     VALIDATION = "validation"
@@ -66,6 +69,7 @@ _POLICY: Final[Mapping[ErrorCode, tuple[bool, bool]]] = MappingProxyType(
         ErrorCode.READONLY: (True, False),
         ErrorCode.OUT_OF_MEMORY: (False, False),
         ErrorCode.AUTH: (False, False),
+        ErrorCode.TLS: (False, True),
         ErrorCode.WRONG_TYPE: (False, False),
         ErrorCode.SERIALIZATION: (False, False),
         ErrorCode.VALIDATION: (False, False),

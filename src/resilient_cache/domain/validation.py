@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,6 +20,31 @@ INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 MAX_TTL_SECONDS: Final = 2**31 - 1
 """The longest TTL accepted (about 68 years); longer ones are almost surely a unit bug."""
+
+
+NAMESPACE_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""What a namespace may be: letters, digits, ``_``, ``.``, ``-``, 1 to 64 characters."""
+
+
+def check_namespace(namespace: object) -> str | None:
+    """Return ``namespace`` if it is a valid namespace (or ``None``).
+
+    No ``:`` (the separator: tenant ``a`` with key ``b:x`` would be tenant ``a:b`` with key
+    ``x``), no glob characters (the prefix stays literal in ``SCAN MATCH`` and in an ACL key
+    pattern ``~<namespace>:*``), no spaces or control characters.
+
+    Raises:
+        ConfigurationError: anything else, naming the ``namespace`` setting.
+    """
+    if namespace is None:
+        return None
+    if not isinstance(namespace, str) or not NAMESPACE_PATTERN.fullmatch(namespace):
+        raise ConfigurationError(
+            "namespace",
+            "must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or "
+            f"digit; no ':' or glob characters), got {namespace!r}",
+        )
+    return namespace
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ and waiting included) and classifies its outcome:
 
 * ``success``: a ``Success``;
 * ``fallback``: a ``Failure`` because the cache was unavailable (connection, timeout,
-  circuit open, readonly, out of memory, auth, backend); the caller served from the
+  circuit open, readonly, out of memory, auth, tls, backend); the caller served from the
   source of truth (fail-open);
 * ``error``: a ``Failure`` caused by the request itself (validation, serialization,
   wrong type).

@@ -49,7 +49,7 @@ COMMANDS: Final[Mapping[str, str]] = {
     "increment": "INCRBY",
     "decrement": "DECRBY",
     "ttl": "PTTL",
-    "flush": "FLUSHDB",
+    "flush": "SCAN",
     "ping": "PING",
     "delete_pattern": "SCAN",
     "get_many": "MGET",

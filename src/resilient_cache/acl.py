@@ -1,0 +1,53 @@
+"""The least-privilege Redis ACL for the cache's user: the commands the library sends, no more.
+
+Give the application a Redis user of its own, allowed exactly these commands on exactly its
+namespace's keys::
+
+    ACL SETUSER cache on >PASSWORD <the output of acl_rules("app")>
+
+and build the cache with ``namespace="app"`` and that user's name and password. The library
+then works as usual, and a leaked password cannot flush the server, list or read other
+applications' keys, run scripts, or reconfigure Redis: ``flush()`` and ``delete_pattern()``
+delete with ``SCAN`` + ``UNLINK`` inside the namespace, never ``FLUSHDB``, ``FLUSHALL`` or
+``KEYS``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from resilient_cache.domain.validation import check_namespace
+
+LIBRARY_COMMANDS: Final = (
+    "get", "mget", "set", "mset", "multi", "exec",  # reads, writes, set_many with a TTL
+    "exists", "expire", "pttl", "incrby", "decrby", "unlink",
+    "scan",  # delete_pattern and flush: SCAN MATCH <namespace>:* then UNLINK
+    "ping",  # ping() and the connection health check
+    "select",  # a database other than 0
+    "client|setname",  # the client_name option
+)  # fmt: skip
+"""Every Redis command the library sends (``AUTH`` is always allowed).
+
+redis-py also announces its name with ``CLIENT SETINFO`` on Redis 7.2 and later; refused
+here, it ignores the refusal (add ``+client|setinfo`` to see the library in
+``CLIENT LIST``, at the cost of an ACL entry that Redis 7.0 does not know).
+"""
+
+
+def acl_rules(namespace: str | None) -> str:
+    """The ACL rules for the cache's user, for ``ACL SETUSER <user> on ><password> <rules>``.
+
+    ``namespace`` confines the user to the keys ``<namespace>:*``; without one (``None``)
+    the user may touch every key of the databases it can select, so give the cache a
+    namespace.
+
+    >>> acl_rules("app")
+    'resetkeys ~app:* resetchannels -@all +get +mget +set +mset +multi +exec +exists +expire \
++pttl +incrby +decrby +unlink +scan +ping +select +client|setname'
+
+    Raises:
+        ConfigurationError: an invalid namespace.
+    """
+    keys = f"~{check_namespace(namespace)}:*" if namespace is not None else "~*"
+    commands = " ".join(f"+{command}" for command in LIBRARY_COMMANDS)
+    return f"resetkeys {keys} resetchannels -@all {commands}"
