@@ -79,7 +79,9 @@ REDIS_EXPORTER_METRICS = {
     "redis_keyspace_hits_total",
     "redis_keyspace_misses_total",
 }
-KNOWN_METRICS = LIBRARY_METRICS | REDIS_EXPORTER_METRICS
+# Prometheus's own, one per scrape target.
+PROMETHEUS_METRICS = {"up"}
+KNOWN_METRICS = LIBRARY_METRICS | REDIS_EXPORTER_METRICS | PROMETHEUS_METRICS
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 LIBRARY_FILTERS = ('job=~"$job"', 'instance=~"$instance"', 'cache=~"$cache"')
@@ -102,6 +104,7 @@ ALERTS = {
     "ResilientCacheRetryStorm",
     "ResilientCacheP99AboveDeadline",
     "RedisDown",
+    "RedisExporterDown",
 }
 SEVERITIES = {"critical", "warning", "info"}
 HOST_PORTS = {"grafana": 3000, "prometheus": 9090, "service": 8000}
