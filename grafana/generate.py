@@ -380,7 +380,8 @@ def panels() -> list[Json]:
         stat(
             "Failure ratio",
             "Share of calls that did not succeed (outcome fallback or error).",
-            f"{calls(extra=NON_SUCCESS)}\n/\n({calls()} > 0)",
+            # "or ... * 0": 0, not "No data", before the first failure is ever recorded
+            f"({calls(extra=NON_SUCCESS)} or {calls()} * 0)\n/\n({calls()} > 0)",
             unit="percentunit",
             steps=((None, "green"), (0.01, "yellow"), (0.05, "red")),
             decimals=2,
@@ -442,7 +443,8 @@ def panels() -> list[Json]:
             "Failure ratio by operation",
             "Share of calls per operation that did not succeed (fallback or error).",
             (
-                f"{calls('operation', NON_SUCCESS)}\n/\n({calls('operation')} > 0)",
+                f"({calls('operation', NON_SUCCESS)} or {calls('operation')} * 0)"
+                f"\n/\n({calls('operation')} > 0)",
                 "{{operation}}",
             ),
             unit="percentunit",
