@@ -27,6 +27,8 @@ from resilient_cache import (
     build_cache,
 )
 from resilient_cache.acl import LIBRARY_COMMANDS, acl_rules
+from resilient_cache.domain.scripts import CacheScript
+from resilient_cache.patterns.ratelimit import RateLimiter
 from tests.servers import LOOPBACK, RedisServer
 
 USER, PASSWORD = "cache", "s3cret-cache-password"
@@ -69,7 +71,7 @@ def test_the_rules_are_the_documented_ones() -> None:
     assert rules.startswith("resetkeys ~app:* resetchannels -@all ")
     assert rules.split()[4:] == [f"+{command}" for command in LIBRARY_COMMANDS]
     assert acl_rules(None).split()[1] == "~*"
-    for forbidden in ("flushdb", "flushall", "keys", "eval", "config", "acl", "@all"):
+    for forbidden in ("flushdb", "flushall", "keys", "script", "function", "config", "acl", "@all"):
         assert f"+{forbidden}" not in rules.split()
     with pytest.raises(ConfigurationError):
         acl_rules("a*")
@@ -97,6 +99,12 @@ async def test_every_method_works_under_the_acl_and_nothing_is_refused(
     assert await cache.delete_pattern("m*") == Success(2)
     assert await cache.flush() == Success(None)
     assert await cache.exists("j") == Success(False)
+    for sliding in (False, True):  # run_script: EVALSHA, then EVAL once Redis forgot it
+        limiter = RateLimiter(cache, limit=1, window=60, sliding=sliding)
+        assert (await limiter.check(f"rate_limit:{sliding}")).allowed
+        await admin.script_flush()
+        refused = await limiter.check(f"rate_limit:{sliding}")
+        assert not refused.allowed and not refused.degraded
     await cache.aclose()
     # the library never tried anything the ACL refuses (FLUSHDB, KEYS, ...) ...
     assert [entry for entry in await denied(admin) if entry != "client|setinfo"] == []
@@ -112,6 +120,25 @@ async def test_the_acl_refuses_what_the_library_never_sends(
         with pytest.raises(rx.NoPermissionError):
             await client.execute_command(*command)
     await client.aclose()
+
+
+async def test_a_script_reaches_no_key_outside_the_namespace(
+    private_redis: RedisServer, admin: aioredis.Redis
+) -> None:
+    await admin.set("other-app:k", "theirs")
+    peek = CacheScript(
+        name="peek",
+        source="return redis.call('SET', 'other-app:k', 'mine')",  # a key it was not given
+        keys=1,
+        twin=lambda store, keys, args: None,
+    )
+    cache = RedisAdapter.from_url(as_user(private_redis), namespace="app")
+    error = error_of(await cache.run_script(peek, ["k"]))
+    assert error.code is ErrorCode.AUTH, error
+    assert not error.retryable
+    await cache.aclose()
+    assert await admin.get("other-app:k") == b"theirs"
+    assert await denied(admin) == ["other-app:k"]  # refused by Redis, inside the script
 
 
 async def test_another_namespace_is_refused_and_not_retried(

@@ -14,6 +14,7 @@ from resilient_cache.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
+from resilient_cache.domain.scripts import CacheScript, ScriptRunner
 from resilient_cache.domain.validation import Limits
 from resilient_cache.keys import KeyHasher, cache_key, hash_identifier
 from resilient_cache.layers._base import Layer
@@ -23,6 +24,17 @@ from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
 from resilient_cache.layers.tracing import TracingLayer
+from resilient_cache.patterns import (
+    EarlyRefresh,
+    Outbox,
+    RateLimit,
+    RateLimiter,
+    ServeStale,
+    SessionStore,
+    TokenCache,
+    cached,
+    invalidate,
+)
 from resilient_cache.redaction import SecretScrubber, scrub_secrets
 from resilient_cache.settings import (
     BreakerSettings,
@@ -43,10 +55,12 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheProtocol",
+    "CacheScript",
     "CacheSettings",
     "CircuitBreakerLayer",
     "ConfigurationError",
     "DetailValue",
+    "EarlyRefresh",
     "EncryptionLayer",
     "Endpoint",
     "ErrorCode",
@@ -60,7 +74,10 @@ __all__ = [
     "MemoryCache",
     "MetricsLayer",
     "ObservabilitySettings",
+    "Outbox",
     "PoolStats",
+    "RateLimit",
+    "RateLimiter",
     "RedisAdapter",
     "RedisOptions",
     "RedisSettings",
@@ -68,18 +85,24 @@ __all__ = [
     "RetryBudget",
     "RetryLayer",
     "RetrySettings",
+    "ScriptRunner",
     "SecretScrubber",
+    "ServeStale",
+    "SessionStore",
     "Success",
+    "TokenCache",
     "TracingLayer",
     "UnwrapError",
     "__version__",
     "build_cache",
     "cache_key",
+    "cached",
     "generate_encryption_key",
     "get_cache",
     "get_or_set",
     "get_or_set_json",
     "hash_identifier",
+    "invalidate",
     "redact_url",
     "scrub_secrets",
 ]

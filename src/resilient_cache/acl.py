@@ -7,9 +7,15 @@ namespace's keys::
 
 and build the cache with ``namespace="app"`` and that user's name and password. The library
 then works as usual, and a leaked password cannot flush the server, list or read other
-applications' keys, run scripts, or reconfigure Redis: ``flush()`` and ``delete_pattern()``
-delete with ``SCAN`` + ``UNLINK`` inside the namespace, never ``FLUSHDB``, ``FLUSHALL`` or
-``KEYS``.
+applications' keys, or reconfigure Redis: ``flush()`` and ``delete_pattern()`` delete with
+``SCAN`` + ``UNLINK`` inside the namespace, never ``FLUSHDB``, ``FLUSHALL`` or ``KEYS``.
+
+Scripts (``run_script``, which :class:`~resilient_cache.patterns.ratelimit.RateLimiter`
+uses) need ``EVALSHA`` and ``EVAL``. They add no reach: Redis checks the keys a script is
+given, and every command it runs, against these same rules, so a script can touch only
+``<namespace>:*`` keys with only the commands listed here. What they do add is CPU: a
+leaked password could run a long Lua loop, which blocks Redis until it ends or an
+administrator runs ``SCRIPT KILL``.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ LIBRARY_COMMANDS: Final = (
     "ping",  # ping() and the connection health check
     "select",  # a database other than 0
     "client|setname",  # the client_name option
+    "evalsha", "eval",  # run_script: EVALSHA, and EVAL when Redis does not know the script
+    "pexpire", "time", "zadd", "zcard", "zrange", "zremrangebyscore",  # rate-limit scripts
 )  # fmt: skip
-"""Every Redis command the library sends (``AUTH`` is always allowed).
+"""Every Redis command the library sends, or runs in its scripts (``AUTH`` is always allowed).
 
 redis-py also announces its name with ``CLIENT SETINFO`` on Redis 7.2 and later; refused
 here, it ignores the refusal (add ``+client|setinfo`` to see the library in
@@ -43,7 +51,8 @@ def acl_rules(namespace: str | None) -> str:
 
     >>> acl_rules("app")
     'resetkeys ~app:* resetchannels -@all +get +mget +set +mset +multi +exec +exists +expire \
-+pttl +incrby +decrby +unlink +scan +ping +select +client|setname'
++pttl +incrby +decrby +unlink +scan +ping +select +client|setname +evalsha +eval +pexpire \
++time +zadd +zcard +zrange +zremrangebyscore'
 
     Raises:
         ConfigurationError: an invalid namespace.

@@ -4,6 +4,7 @@ It honours the same contract as :class:`~resilient_cache.RedisAdapter` (the cont
 runs against both, and a property test checks they agree): the same validation, Redis's
 integer rules for ``increment``, Redis's glob language for ``delete_pattern``, TTLs read
 from an injectable monotonic clock, and an optional LRU bound on the number of entries.
+``run_script`` runs a script's Python twin (:mod:`resilient_cache.domain.scripts`).
 
 Every method completes without awaiting, so each one is atomic under asyncio.
 """
@@ -14,13 +15,21 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Self
 
 from resilient_cache.adapters._glob import glob_match
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheEntry, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
+from resilient_cache.domain.scripts import (
+    OPERATION,
+    CacheScript,
+    ErrorReply,
+    ScriptArg,
+    ScriptReply,
+    check_script_call,
+)
 from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     INT64_MAX,
@@ -331,3 +340,78 @@ class MemoryCache:
         for key, _, value, _ in rows:
             self._store(self._prefix + key, value, seconds)
         return Success(None)
+
+    # -- the script capability (resilient_cache.domain.scripts) -----------------------
+
+    async def run_script(
+        self, script: CacheScript, keys: Sequence[str], args: Sequence[ScriptArg] = ()
+    ) -> Result[ScriptReply, CacheError]:
+        """Run the script's Python twin on this store, atomically (nothing awaits).
+
+        The twin sees the full keys (namespace included), the arguments as strings (as
+        ``ARGV`` in Lua), and this cache's clock and TTLs.
+        """
+        checked = check_script_call(script, keys, args, self._limits)
+        if isinstance(checked, CacheError):
+            return Failure(checked)
+        encoded, arguments = checked
+        key = encoded[0][0] if encoded else None
+        full = [self._prefix + name for name, _ in encoded]
+        try:
+            reply = script.twin(_ScriptStore(self), full, [str(arg) for arg in arguments])
+        except Exception as exc:  # like a Lua runtime error: an error reply, writes kept
+            return Failure(
+                CacheError.of(
+                    ErrorCode.BACKEND,
+                    f"script {script.name!r} failed: {type(exc).__name__}",
+                    operation=OPERATION,
+                    key=key,
+                    maybe_applied=True,
+                    cause=exc,
+                )
+            )
+        if isinstance(reply, ErrorReply):  # raised inside the script: writes before it stay
+            return Failure(
+                CacheError.of(
+                    reply.code, reply.message, operation=OPERATION, key=key, maybe_applied=True
+                )
+            )
+        return Success(reply)
+
+
+class _ScriptStore:
+    """A :class:`~resilient_cache.domain.scripts.ScriptStore` on a MemoryCache's entries."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: MemoryCache) -> None:
+        self._cache = cache
+
+    def now(self) -> float:
+        return self._cache._clock()
+
+    def get(self, key: str) -> str | None:
+        entry = self._cache._live(key)
+        return None if entry is None else entry["value"]
+
+    def put(self, key: str, value: str) -> None:
+        entry = self._cache._live(key)
+        if entry is None:
+            self._cache._store(key, value, None)
+        else:
+            entry["value"] = value
+
+    def pttl(self, key: str) -> int:
+        entry = self._cache._live(key)
+        if entry is None:
+            return -2
+        expires_at = entry["expires_at"]
+        if expires_at is None:
+            return -1
+        return max(0, math.ceil((expires_at - self._cache._clock()) * 1000))
+
+    def pexpire(self, key: str, milliseconds: int) -> None:
+        entry = self._cache._live(key)
+        if entry is not None:
+            entry["ttl"] = max(1, math.ceil(milliseconds / 1000))
+            entry["expires_at"] = self._cache._clock() + milliseconds / 1000

@@ -34,6 +34,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConn
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._coalesce import ReadCoalescer
 from resilient_cache.adapters._glob import glob_escape
 from resilient_cache.adapters._pool import Pool, PoolClosedError
@@ -54,6 +55,7 @@ from resilient_cache.domain.deadline import (
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
+from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
 from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     Limits,
@@ -101,6 +103,7 @@ _RESPONSE_MARKERS: Final = (
     ("WRONGTYPE", ErrorCode.WRONG_TYPE),
     ("not an integer", ErrorCode.WRONG_TYPE),
     ("would overflow", ErrorCode.WRONG_TYPE),
+    ("The user executing the script can't", ErrorCode.AUTH),  # the ACL, inside a script
 )
 
 # Failures that can strike after a command was written: a write may have happened.
@@ -666,6 +669,26 @@ class RedisAdapter:
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
+
+    # -- the script capability (resilient_cache.domain.scripts) -----------------------
+
+    def run_script(
+        self, script: CacheScript, keys: Sequence[str], args: Sequence[ScriptArg] = ()
+    ) -> Coroutine[Any, Any, Result[ScriptReply, CacheError]]:
+        """Run ``script`` atomically: ``EVALSHA``, or ``EVAL`` when Redis answers NOSCRIPT.
+
+        ``keys`` are namespaced like every key; a run is a write that is never retried once
+        it may have reached Redis (see :mod:`resilient_cache.adapters._scripts`).
+        """
+        return _scripts.run_script(
+            script, keys, args,
+            send=self._call, is_noscript=_is_noscript, prefix=self._prefix, limits=self._limits,
+        )  # fmt: skip
+
+
+def _is_noscript(error: CacheError) -> bool:
+    """Whether Redis answered NOSCRIPT: it does not know the script (nothing ran)."""
+    return isinstance(error.cause, rx.NoScriptError)
 
 
 def _tls_failure(exc: BaseException) -> str | None:

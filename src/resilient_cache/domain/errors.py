@@ -21,9 +21,9 @@ VALIDATION      bad key, ttl, amount, value size            no         no
 BACKEND         any other server or protocol error          no         no
 ==============  ==========================================  =========  =============
 
-(1) Only while it is safe: a non-idempotent operation (``increment``, ``decrement``) whose
-    command may already have reached the server (``maybe_applied``) is never retryable, or
-    a retry could count twice.
+(1) Only while it is safe: a non-idempotent operation (``increment``, ``decrement``,
+    ``run_script``) whose command may already have reached the server (``maybe_applied``)
+    is never retryable, or a retry could count twice.
 (2) The breaker layer can be configured to count it.
 
 ``maybe_applied`` is the honest-writes flag: ``True`` when the command may have reached
@@ -77,7 +77,7 @@ _POLICY: Final[Mapping[ErrorCode, tuple[bool, bool]]] = MappingProxyType(
     }
 )
 
-NON_IDEMPOTENT_OPERATIONS: Final = frozenset({"increment", "decrement"})
+NON_IDEMPOTENT_OPERATIONS: Final = frozenset({"increment", "decrement", "run_script"})
 """Operations that must not be repeated once their command may have reached Redis."""
 
 _EMPTY: Final[Mapping[str, DetailValue]] = MappingProxyType({})

@@ -2,7 +2,8 @@
 
 A layer implements one method, :meth:`Layer._around`, which receives the operation's name,
 its key (``None`` for batch and whole-cache operations) and a thunk that performs the call
-on the inner cache. The fifteen protocol methods below only route through it, so a layer
+on the inner cache. The fifteen protocol methods below, and ``run_script`` (the script
+capability, :mod:`resilient_cache.domain.scripts`), only route through it, so a layer
 reads as its policy and nothing else. They are plain methods returning ``_around``'s
 coroutine, awaited by the caller like any ``async def``: one coroutine frame per layer and
 call instead of two (under concurrency every live frame costs cache misses).
@@ -12,14 +13,21 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from resilient_cache.domain.deadline import call_deadline, deadline_expired
-from resilient_cache.domain.errors import CacheError
+from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol, JsonInput, JsonValue
-from resilient_cache.domain.result import Result
+from resilient_cache.domain.result import Failure, Result
+from resilient_cache.domain.scripts import (
+    OPERATION,
+    CacheScript,
+    ScriptArg,
+    ScriptReply,
+    ScriptRunner,
+)
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -171,3 +179,27 @@ class Layer(ABC):
     def set_many(self, mapping: dict[str, str], ttl: int | None = None) -> Pending[None]:
         """See :meth:`CacheProtocol.set_many`."""
         return self._around("set_many", None, lambda: self._inner.set_many(mapping, ttl))
+
+    # -- the script capability (not part of CacheProtocol) ---------------------------
+
+    def run_script(
+        self, script: CacheScript, keys: Sequence[str], args: Sequence[ScriptArg] = ()
+    ) -> Pending[ScriptReply]:
+        """See :meth:`ScriptRunner.run_script` (``VALIDATION`` if the inner one cannot)."""
+        inner = self._inner
+        key = keys[0] if isinstance(keys, list | tuple) and keys else None
+        key = key if isinstance(key, str) else None
+        if isinstance(inner, ScriptRunner):
+            return self._around(OPERATION, key, lambda: inner.run_script(script, keys, args))
+        return self._around(OPERATION, key, lambda: _cannot_run_scripts(inner, key))
+
+
+async def _cannot_run_scripts(inner: object, key: str | None) -> Result[ScriptReply, CacheError]:
+    return Failure(
+        CacheError.of(
+            ErrorCode.VALIDATION,
+            f"{type(inner).__name__} cannot run scripts (RedisAdapter and MemoryCache can)",
+            operation=OPERATION,
+            key=key,
+        )
+    )

@@ -29,6 +29,8 @@ increment, decrement        refused (``VALIDATION``): Redis does the arithmetic 
 delete, exists, expire,     passed through (they never see a value)
 ttl, flush, ping,
 delete_pattern
+run_script                  passed through: scripts work on plaintext (the rate
+                            limiter's counters); a script must not store secrets
 ==========================  =========================================================
 
 A stored value that does not open is a ``SERIALIZATION`` failure, never returned: tampered

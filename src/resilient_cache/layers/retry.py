@@ -7,8 +7,8 @@
   attempt cut by it as a timeout, unlike a caller's own cancellation.
 * **Only what is safe.** An attempt is repeated only when its error says ``retryable``
   (the code table in :mod:`resilient_cache.domain.errors`): never a validation error,
-  never ``CIRCUIT_OPEN``, and never an ``increment``/``decrement`` whose command may have
-  reached Redis (it could count twice).
+  never ``CIRCUIT_OPEN``, and never an ``increment``/``decrement``/``run_script`` whose
+  command may have reached Redis (it could count twice).
 * **Full-jitter exponential backoff** (tenacity's ``wait_random_exponential``), and no
   backoff that would end past the deadline.
 * **A retry budget** (Finagle's): retries may add at most ``ratio`` of the calls in a
@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 WRITE_OPERATIONS: Final = frozenset(
     {"set", "set_json", "delete", "expire", "increment", "decrement", "flush",
-     "delete_pattern", "set_many"}
+     "delete_pattern", "set_many", "run_script"}
 )  # fmt: skip
 
 BULK_OPERATIONS: Final = frozenset({"delete_pattern", "flush"})

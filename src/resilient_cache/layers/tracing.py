@@ -54,6 +54,7 @@ COMMANDS: Final[Mapping[str, str]] = {
     "delete_pattern": "SCAN",
     "get_many": "MGET",
     "set_many": "MSET",
+    "run_script": "EVALSHA",
 }
 """The Redis command each operation sends (its first one, for multi-command operations)."""
 

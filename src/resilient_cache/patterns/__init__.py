@@ -1,0 +1,44 @@
+"""Cache patterns that stay correct through outages: decorators, stale copies, rate limits.
+
+What applications write on top of :class:`~resilient_cache.CacheProtocol`, made part of the
+library so that each holds up when Redis fails (docs/patterns.md):
+
+* :func:`cached`: cache-aside for async functions, with single-flight, probabilistic early
+  refresh (:class:`EarlyRefresh`) and serve-stale-on-error (:class:`ServeStale`);
+* :func:`invalidate` and :class:`Outbox`: invalidations that a Redis outage does not lose;
+* :class:`RateLimiter`: fixed and sliding windows, one atomic script per check;
+* :class:`SessionStore` and :class:`TokenCache`: the seed's sessions and provider tokens.
+"""
+
+from __future__ import annotations
+
+from resilient_cache.patterns.cached import (
+    JSON,
+    CachedFunction,
+    EarlyRefresh,
+    JsonSerializer,
+    Serializer,
+    ServeStale,
+    cached,
+)
+from resilient_cache.patterns.invalidation import Outbox, OverflowAction, invalidate, outbox_for
+from resilient_cache.patterns.ratelimit import RateLimit, RateLimiter
+from resilient_cache.patterns.sessions import SessionStore, TokenCache
+
+__all__ = [
+    "JSON",
+    "CachedFunction",
+    "EarlyRefresh",
+    "JsonSerializer",
+    "Outbox",
+    "OverflowAction",
+    "RateLimit",
+    "RateLimiter",
+    "Serializer",
+    "ServeStale",
+    "SessionStore",
+    "TokenCache",
+    "cached",
+    "invalidate",
+    "outbox_for",
+]
