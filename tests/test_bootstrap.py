@@ -234,3 +234,48 @@ def test_encryption_keys_need_a_current_one(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ConfigurationError) as info:
         CacheSettings.from_env()
     assert info.value.setting == "CACHE_ENCRYPTION__CURRENT"
+
+
+# -- topologies -------------------------------------------------------------------------
+
+
+def test_cluster_and_sentinel_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_TOPOLOGY", "cluster")
+    monkeypatch.setenv("CACHE_CLUSTER__NODES", "10.0.0.1:7000, 10.0.0.2:7001")
+    settings = CacheSettings.from_env()
+    assert (settings.topology, settings.cluster.nodes) == (
+        "cluster", ["10.0.0.1:7000", "10.0.0.2:7001"]
+    )  # fmt: skip
+    monkeypatch.setenv("CACHE_TOPOLOGY", "sentinel")
+    monkeypatch.delenv("CACHE_CLUSTER__NODES")
+    monkeypatch.setenv("CACHE_SENTINEL__ADDRESSES", '["10.0.0.5:26379"]')
+    monkeypatch.setenv("CACHE_SENTINEL__SERVICE_NAME", "cache")
+    monkeypatch.setenv("CACHE_SENTINEL__PASSWORD", "s3ntinel-pw")
+    settings = CacheSettings.from_env()
+    assert settings.sentinel.addresses == ["10.0.0.5:26379"]
+    assert "s3ntinel-pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environment", "variable"),
+    [
+        ({"CACHE_TOPOLOGY": "cluster"}, "CACHE_CLUSTER__NODES"),
+        ({"CACHE_TOPOLOGY": "cluster", "CACHE_CLUSTER__NODES": "nohost"}, "CACHE_CLUSTER__NODES"),
+        ({"CACHE_CLUSTER__NODES": "h:7000"}, "CACHE_CLUSTER__NODES"),  # topology standalone
+        ({"CACHE_TOPOLOGY": "sentinel", "CACHE_SENTINEL__ADDRESSES": "h:26379"},
+         "CACHE_SENTINEL__SERVICE_NAME"),
+        ({"CACHE_TOPOLOGY": "sentinel"}, "CACHE_SENTINEL__ADDRESSES"),
+        ({"CACHE_TOPOLOGY": "mesh"}, "CACHE_TOPOLOGY"),
+        ({"CACHE_ENCRYPTION__KEYS": "{not json"}, "CACHE_ENCRYPTION__*"),
+    ],
+)  # fmt: skip
+def test_topology_mistakes_are_named(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], variable: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as info:
+        CacheSettings.from_env()
+    assert info.value.setting == variable

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
+from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.adapters.redis_options import Endpoint, PoolStats, RedisOptions, redact_url
 from resilient_cache.bootstrap import build_cache, get_cache
 from resilient_cache.cache_aside import get_or_set, get_or_set_json
@@ -79,6 +80,7 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RedisAdapter",
+    "RedisClusterAdapter",
     "RedisOptions",
     "RedisSettings",
     "Result",

@@ -33,6 +33,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from resilient_cache.adapters.redis_adapter import RedisAdapter
+from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
@@ -78,10 +79,7 @@ def build_cache(
     """
     settings = settings or CacheSettings.from_env()
     b, r, o = settings.breaker, settings.retry, settings.observability
-    options = settings.redis.options(deadline=settings.deadline)
-    if credential_provider is not None:
-        options["credential_provider"] = credential_provider
-    adapter = RedisAdapter.from_url(settings.redis_url, namespace=settings.namespace, **options)
+    adapter = _adapter(settings, credential_provider)
     inner: CacheProtocol = adapter
     if settings.encryption.keys:  # innermost: its failures are seen by every other layer
         inner = EncryptionLayer(
@@ -122,6 +120,43 @@ def build_cache(
         _listen(metrics, retry, breaker)
         metrics.watch_pool(adapter.pool_stats)
     return stack
+
+
+def _adapter(
+    settings: CacheSettings, credential_provider: object | None
+) -> RedisAdapter | RedisClusterAdapter:
+    """The backend for the settings' topology; connection options from ``CACHE_REDIS__*``.
+
+    ``CACHE_REDIS_URL`` is used by the standalone topology only; cluster and sentinel take
+    their addresses from ``CACHE_CLUSTER__NODES`` / ``CACHE_SENTINEL__ADDRESSES``.
+    """
+    options = settings.redis.options(deadline=settings.deadline)
+    if credential_provider is not None:
+        options["credential_provider"] = credential_provider
+    if settings.topology == "cluster":
+        if not options.get("coalesce_reads"):
+            options.pop("coalesce_reads", None)
+        return RedisClusterAdapter.from_nodes(
+            settings.cluster.nodes,
+            namespace=settings.namespace,
+            hash_tag_namespace=settings.cluster.hash_tag_namespace,
+            tls=settings.cluster.tls,
+            **options,
+        )
+    if settings.topology == "sentinel":
+        sentinel = settings.sentinel
+        assert sentinel.service_name is not None  # CacheSettings checks it
+        password = sentinel.password.get_secret_value() if sentinel.password else None
+        return RedisAdapter.from_sentinel(
+            sentinel.addresses,
+            sentinel.service_name,
+            sentinel_username=sentinel.username,
+            sentinel_password=password,
+            tls=sentinel.tls,
+            namespace=settings.namespace,
+            **options,
+        )
+    return RedisAdapter.from_url(settings.redis_url, namespace=settings.namespace, **options)
 
 
 def _listen(

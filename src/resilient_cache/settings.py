@@ -16,12 +16,13 @@ may be a secret.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from resilient_cache.adapters.redis_options import RedisOptions, pool_settings
 from resilient_cache.domain.errors import ConfigurationError
@@ -130,6 +131,60 @@ class RedisSettings(BaseModel):
         return options
 
 
+def _addresses(value: object) -> object:
+    """``"h1:7000,h2:7001"`` from the environment, or a JSON list, or a list in code."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON list or comma-separated host:port") from None
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_addresses(addresses: list[str]) -> list[str]:
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"each address must be host:port, got {address!r}")
+    return addresses
+
+
+class ClusterSettings(BaseModel):
+    """Redis Cluster (``CACHE_TOPOLOGY=cluster``): where to start discovering the nodes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    nodes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="seed nodes, host:port, comma-separated"
+    )
+    hash_tag_namespace: bool = Field(
+        False, description="store keys as {namespace}:key: one slot per namespace"
+    )
+    tls: bool = Field(False, description="connect to every node with TLS (rediss)")
+
+    _split = field_validator("nodes", mode="before")(classmethod(lambda cls, v: _addresses(v)))
+    _valid = field_validator("nodes")(classmethod(lambda cls, v: _check_addresses(v)))
+
+
+class SentinelSettings(BaseModel):
+    """Redis Sentinel (``CACHE_TOPOLOGY=sentinel``): the sentinels and the service they watch."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    addresses: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="sentinels, host:port, comma-separated"
+    )
+    service_name: str | None = Field(None, min_length=1, description="the monitored master's name")
+    username: str | None = Field(None, description="ACL user on the sentinels")
+    password: SecretStr | None = Field(None, description="password on the sentinels")
+    tls: bool = Field(False, description="TLS to the sentinels and the data nodes")
+
+    _split = field_validator("addresses", mode="before")(classmethod(lambda cls, v: _addresses(v)))
+    _valid = field_validator("addresses")(classmethod(lambda cls, v: _check_addresses(v)))
+
+
 class CacheSettings(BaseSettings):
     """All settings, grouped: connection (``redis``), ``retry``, ``breaker``, ``observability``.
 
@@ -145,6 +200,9 @@ class CacheSettings(BaseSettings):
     )
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    topology: Literal["standalone", "cluster", "sentinel"] = Field(
+        "standalone", description="standalone (redis_url), cluster or sentinel"
+    )
     namespace: str | None = Field(None, min_length=1)
     name: str = Field("default", min_length=1, description="the `cache` label in telemetry")
     deadline: float = Field(0.5, gt=0, le=60, description="bound on a whole call, seconds")
@@ -156,6 +214,8 @@ class CacheSettings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    sentinel: SentinelSettings = SentinelSettings()
 
     @field_validator("namespace")
     @classmethod
@@ -185,6 +245,7 @@ class CacheSettings(BaseSettings):
         except ConfigurationError as exc:
             name = "REDIS_URL" if exc.setting == "url" else f"REDIS__{exc.setting.upper()}"
             raise ConfigurationError(ENV_PREFIX + name, str(exc).split(": ", 1)[1]) from None
+        self._check_topology()
         if self.encryption.keys and self.encryption.current not in self.encryption.keys:
             raise ConfigurationError(
                 f"{ENV_PREFIX}ENCRYPTION__CURRENT", "must name one of the encryption keys' ids"
@@ -197,6 +258,31 @@ class CacheSettings(BaseSettings):
             raise ConfigurationError(
                 f"{ENV_PREFIX}RETRY__BACKOFF_BASE", "must not exceed backoff_max"
             )
+
+    def _check_topology(self) -> None:
+        """Each topology's settings present, and no other topology's."""
+        cluster, sentinel = self.cluster.nodes, self.sentinel.addresses
+        if self.topology == "cluster" and not cluster:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}CLUSTER__NODES", "needs at least one seed node with topology=cluster"
+            )
+        if self.topology == "sentinel":
+            if not sentinel:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}SENTINEL__ADDRESSES", "needs at least one sentinel"
+                )
+            if not self.sentinel.service_name:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}SENTINEL__SERVICE_NAME", "needs the monitored master's name"
+                )
+        for name, given, topology in (("CLUSTER__NODES", cluster, "cluster"),
+                                      ("SENTINEL__ADDRESSES", sentinel, "sentinel")):  # fmt: skip
+            if given and self.topology != topology:
+                raise ConfigurationError(
+                    ENV_PREFIX + name,
+                    f"is set, but the topology is {self.topology!r}: set "
+                    f"{ENV_PREFIX}TOPOLOGY={topology}, or unset it",
+                )
 
     def redis_options(self) -> RedisOptions:
         """The connection settings as the adapter's options value."""
@@ -212,6 +298,12 @@ class CacheSettings(BaseSettings):
         _check_names(os.environ)
         try:
             return cls(**overrides)
+        except SettingsError as exc:  # a variable that is not the JSON its field needs
+            field = str(exc).partition('field "')[2].partition('"')[0] or "?"
+            raise ConfigurationError(
+                f"{ENV_PREFIX}{field.upper()}__*",
+                "a variable of this group is not the JSON its setting needs (an object or a list)",
+            ) from None
         except ValidationError as exc:
             error = exc.errors()[0]
             cause = error.get("ctx", {}).get("error")

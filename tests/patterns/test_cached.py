@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib
+import importlib.util
 import itertools
 import math
+import pkgutil
 import random
 import uuid
 from collections.abc import Sequence
@@ -21,16 +24,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+import resilient_cache
 from resilient_cache import (
     ConfigurationError,
     ErrorCode,
+    Limits,
     MemoryCache,
     MetricsLayer,
     Success,
     cache_key,
+    patterns,
 )
 from resilient_cache.domain.validation import dump_json
-from resilient_cache.patterns.cached import (
+from resilient_cache.patterns import (
     JSON,
     EarlyRefresh,
     ServeStale,
@@ -195,6 +201,10 @@ def test_bad_options_fail_at_decoration(memory: MemoryCache) -> None:
         ServeStale(max_staleness=math.inf)
     with pytest.raises(ConfigurationError, match=r"serve_stale\.max_entries"):
         ServeStale(max_staleness=10, max_entries=0)
+    with pytest.raises(ConfigurationError, match=r"serve_stale\.max_bytes"):
+        ServeStale(max_staleness=10, max_bytes=0)
+    with pytest.raises(ConfigurationError, match=r"serve_stale\.max_value_bytes"):
+        ServeStale(max_staleness=10, max_value_bytes=True)
     with pytest.raises(ConfigurationError, match="serve_stale"):
         cached(memory, key="k", ttl=60, serve_stale=10)  # type: ignore[arg-type]
 
@@ -789,6 +799,74 @@ async def test_the_stale_copy_is_bounded(scripted: ScriptedCache, clock: ManualC
     assert await get_user(2) == {"id": 2, "version": 2}
     assert await get_user(1) == {"id": 1, "version": 4}  # evicted: computed
     assert calls == [1, 2, 3, 1]
+
+
+async def test_the_stale_copy_is_bounded_in_bytes(
+    scripted: ScriptedCache, clock: ManualClock
+) -> None:
+    calls: list[int] = []
+
+    @cached(scripted, key="doc:{doc_id}", ttl=60, clock=clock,
+            serve_stale=ServeStale(max_staleness=30, max_bytes=10_000))  # fmt: skip
+    async def get_doc(doc_id: int) -> str:
+        calls.append(doc_id)
+        return f"{doc_id}" * 1000  # about 1-2 KB in memory each
+
+    for doc_id in range(1, 11):
+        await get_doc(doc_id)
+    scripted.fail_always(ErrorCode.CIRCUIT_OPEN)
+    assert await get_doc(10) == "10" * 1000  # the most recent ones are kept...
+    assert calls == list(range(1, 11))
+    await get_doc(1)  # ...the oldest were dropped to stay under max_bytes
+    assert calls == [*range(1, 11), 1]
+
+
+async def test_a_value_over_max_value_bytes_is_not_remembered_nor_its_older_one(
+    scripted: ScriptedCache, clock: ManualClock
+) -> None:
+    sizes = [10, 5000]
+    calls: list[int] = []
+
+    @cached(scripted, key="doc:{doc_id}", ttl=60, clock=clock,
+            serve_stale=ServeStale(max_staleness=30, max_value_bytes=1000))  # fmt: skip
+    async def get_doc(doc_id: int) -> str:
+        calls.append(doc_id)
+        return "x" * sizes[len(calls) - 1]
+
+    assert len(await get_doc(1)) == 10  # small: remembered
+    await get_doc.invalidate(1)
+    assert len(await get_doc(1)) == 5000  # too large: not remembered, and the older...
+    scripted.fail_always(ErrorCode.CIRCUIT_OPEN)
+    sizes.append(1)
+    assert await get_doc(1) == "x"  # ...is not served in its place: computed
+    assert calls == [1, 1, 1]
+
+
+async def test_a_value_the_cache_refuses_is_not_remembered(clock: ManualClock) -> None:
+    scripted = ScriptedCache(MemoryCache(clock=clock, limits=Limits(max_value_bytes=100)))
+    calls: list[int] = []
+
+    @cached(scripted, key="doc:{doc_id}", ttl=60, clock=clock,
+            serve_stale=ServeStale(max_staleness=30))  # fmt: skip
+    async def get_doc(doc_id: int) -> str:
+        calls.append(doc_id)
+        return "x" * 500  # the cache refuses it: VALIDATION
+
+    await get_doc(1)
+    assert await scripted.exists("doc:1") == Success(False)
+    scripted.fail_always(ErrorCode.CIRCUIT_OPEN)
+    await get_doc(1)  # not served from the stale copy: a value the cache would not hold
+    assert calls == [1, 1]
+
+
+def test_every_public_submodule_is_reachable_under_its_own_name() -> None:
+    for info in pkgutil.iter_modules(patterns.__path__):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"resilient_cache.patterns.{info.name}")
+            assert getattr(patterns, info.name) is module, info.name  # not shadowed
+    assert importlib.util.find_spec("resilient_cache.patterns.cached") is None
+    assert patterns.cached is cached  # the decorator keeps its public import paths
+    assert resilient_cache.cached is cached
 
 
 async def test_an_invalidated_value_is_never_served_stale(

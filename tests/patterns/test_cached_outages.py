@@ -26,7 +26,7 @@ from resilient_cache import (
     RedisAdapter,
     build_cache,
 )
-from resilient_cache.patterns.cached import ServeStale, cached
+from resilient_cache.patterns import ServeStale, cached
 from resilient_cache.testing import ManualClock
 from resilient_cache.toxiproxy import Proxy
 from tests.servers import RedisServer

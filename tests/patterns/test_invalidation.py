@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ from resilient_cache import (
     ErrorCode,
     Failure,
     Layer,
+    Limits,
     MemoryCache,
     RedisAdapter,
     Result,
@@ -36,7 +39,8 @@ from resilient_cache import (
     cache_key,
 )
 from resilient_cache.layers._base import Call
-from resilient_cache.patterns.invalidation import Outbox, invalidate, outbox_for
+from resilient_cache.patterns import Outbox, SessionStore, invalidate, outbox_for
+from resilient_cache.patterns._invalidation import MAX_ATTEMPTS
 from resilient_cache.testing import ManualClock, ScriptedCache
 from resilient_cache.toxiproxy import Proxy
 from tests.servers import RedisServer
@@ -47,6 +51,7 @@ PENDING = "resilient_cache_invalidations_pending"
 DEFERRED = "resilient_cache_invalidations_deferred_total"
 REPLAYED = "resilient_cache_invalidations_replayed_total"
 OVERFLOWS = "resilient_cache_invalidation_overflows_total"
+DROPPED = "resilient_cache_invalidations_dropped_total"
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -473,20 +478,159 @@ async def test_a_custom_overflow_action_replaces_the_flush(
     assert sample(registry, REPLAYED, operation="on_overflow") == 1
 
 
-async def test_an_entry_that_can_never_apply_turns_into_the_wholesale_action(
-    scripted: ScriptedCache, outbox: Outbox
+async def test_an_entry_refused_on_replay_is_dropped_never_flushing_the_namespace(
+    scripted: ScriptedCache, outbox: Outbox, registry: CollectorRegistry
 ) -> None:
-    await scripted.set("other", "v")
+    await scripted.set("other", "v")  # a session, a rate-limit counter...
     scripted.fail(ErrorCode.CONNECTION)
     await outbox.delete("k")
-    scripted.fail(ErrorCode.VALIDATION)  # its replay is refused: never applicable
+    scripted.fail(ErrorCode.VALIDATION)  # a stricter layer refuses its replay: never applicable
     with structlog.testing.capture_logs() as logs:
-        assert await outbox.replay() == 1  # the flush, in its place
-    assert outbox.pending == 0
-    assert await present(scripted, "other") == []
-    assert [e["reason"] for e in logs if e["event"] == "resilient_cache.outbox_overflowed"] == [
-        "rejected"
+        assert await outbox.replay() == 0
+    assert (outbox.pending, outbox.overflowed) == (0, False)
+    assert await present(scripted, "other") == ["other"]  # nothing flushed
+    assert "flush" not in scripted.calls
+    assert sample(registry, DROPPED, reason="rejected") == 1
+    assert [e for e in logs if e["event"] == "resilient_cache.invalidation_dropped"] == [
+        {
+            "event": "resilient_cache.invalidation_dropped",
+            "log_level": "error",
+            "cache": "default",
+            "operation": "delete",
+            "reason": "rejected",
+            "error_type": "validation",
+        }
     ]
+
+
+async def test_a_key_the_cache_refuses_is_dropped_before_it_is_deferred(
+    registry: CollectorRegistry,
+) -> None:
+    memory = MemoryCache(namespace="app")
+    sessions = SessionStore(memory)
+    session_id = SessionStore.new_id()
+    await sessions.save(session_id, {"user_id": 1})
+    scripted = ScriptedCache(memory)
+    async with Outbox(scripted, ping_interval=None, registry=registry) as outbox:
+
+        @invalidate(outbox, keys=["user:{user_id}", "search:{query}"])
+        async def update(user_id: int, query: str) -> None:
+            pass
+
+        scripted.fail(ErrorCode.TIMEOUT)  # one slow moment: the rest would be deferred untried
+        with structlog.testing.capture_logs() as logs:
+            await update(1, "x" * 2000)  # a 2 KB key: never a valid key, nothing stored there
+        assert outbox.pending == 1  # user:1 only
+        assert await outbox.replay() == 1
+        assert not outbox.overflowed
+    assert await sessions.get(session_id) == Success({"user_id": 1})  # the namespace stays
+    assert sample(registry, DROPPED, reason="invalid") == 1
+    dropped = [e for e in logs if e["event"] == "resilient_cache.invalidation_dropped"]
+    assert dropped == [
+        {
+            "event": "resilient_cache.invalidation_dropped",
+            "log_level": "warning",
+            "cache": "default",
+            "operation": "delete",
+            "reason": "invalid",
+            "error_type": "validation",
+        }
+    ]
+
+
+async def test_outbox_delete_refuses_an_invalid_key_at_once(
+    scripted: ScriptedCache, outbox: Outbox
+) -> None:
+    scripted.fail_always(ErrorCode.CIRCUIT_OPEN)  # would have been deferred
+    result = await outbox.delete("k" * 2000)
+    assert isinstance(result, Failure) and result.error.code is ErrorCode.VALIDATION
+    assert scripted.attempts == []  # no I/O
+    assert outbox.pending == 0
+    limits = Limits(max_key_bytes=8)
+    small = ScriptedCache(MemoryCache(limits=limits))
+    async with Outbox(small, ping_interval=None, registry=CollectorRegistry()) as strict:
+        assert isinstance(await strict.delete("123456789"), Failure)  # the cache's own limits
+        assert await strict.delete("12345678") == Success(False)
+
+
+class DenyKey(Layer):
+    """Refuses one key (an ACL without access to it: NOPERM), as a healthy Redis would."""
+
+    name = "deny"
+
+    def __init__(self, inner: CacheProtocol, denied: str) -> None:
+        super().__init__(inner)
+        self.denied = denied
+
+    async def _around(
+        self, operation: str, key: str | None, call: Call[T]
+    ) -> Result[T, CacheError]:
+        if key == self.denied:
+            return Failure(CacheError.of(ErrorCode.AUTH, "NOPERM", operation=operation, key=key))
+        return await call()
+
+
+async def test_an_entry_that_keeps_failing_does_not_block_the_others_and_is_dropped_at_last(
+    registry: CollectorRegistry,
+) -> None:
+    memory = MemoryCache()
+    await memory.set("user:1", "stale")
+    scripted = ScriptedCache(DenyKey(memory, "legacy:1"))
+    async with Outbox(scripted, ping_interval=None, registry=registry) as outbox:
+        scripted.fail_always(ErrorCode.CONNECTION)  # a short outage
+        await outbox.delete("legacy:1")
+        await outbox.delete("user:1")
+        scripted.heal()
+        assert await outbox.replay() == 1  # legacy:1 fails by its own fault: the next goes on
+        assert await memory.get("user:1") == Success(None)
+        assert outbox.pending == 1
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(MAX_ATTEMPTS - 1):
+                assert outbox.pending == 1
+                assert await outbox.replay() == 0
+        assert outbox.pending == 0  # dropped after MAX_ATTEMPTS, loudly
+        assert sample(registry, DROPPED, reason="failing") == 1
+    assert logs[-1] == {
+        "event": "resilient_cache.invalidation_dropped",
+        "log_level": "error",
+        "cache": "default",
+        "operation": "delete",
+        "reason": "failing",
+        "error_type": "auth",
+        "attempts": MAX_ATTEMPTS,
+    }
+
+
+async def test_an_entry_that_failed_goes_behind_the_others_and_is_retried_later(
+    scripted: ScriptedCache, outbox: Outbox
+) -> None:
+    scripted.fail_always(ErrorCode.CONNECTION)
+    for key in ("a", "b", "c"):
+        await outbox.delete(key)
+    scripted.heal()
+    scripted.fail(ErrorCode.BACKEND, operations=["delete"])  # "a" fails once, by itself
+    assert await outbox.replay() == 2
+    assert outbox.pending == 1
+    assert await outbox.replay() == 1  # its next replay succeeds
+    assert outbox.pending == 0
+
+
+@pytest.mark.parametrize(
+    "code", [ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.CIRCUIT_OPEN, ErrorCode.READONLY]
+)
+async def test_a_cache_down_failure_stops_the_replay_and_costs_no_attempt(
+    scripted: ScriptedCache, outbox: Outbox, code: ErrorCode
+) -> None:
+    scripted.fail_always(ErrorCode.CONNECTION)
+    await outbox.delete("a")
+    await outbox.delete("b")
+    scripted.fail_always(code)
+    for _ in range(MAX_ATTEMPTS + 1):
+        assert await outbox.replay() == 0
+    assert scripted.attempts.count("delete") == 2 + MAX_ATTEMPTS + 1  # one try per replay
+    assert outbox.pending == 2  # nothing dropped while the cache is down
+    scripted.heal()
+    assert await outbox.replay() == 2
 
 
 # -- telemetry ------------------------------------------------------------------------------
@@ -650,6 +794,158 @@ async def test_closing_stops_the_tasks_and_reports_what_is_abandoned(
     ]
     assert sample(registry, PENDING) == 0
     await outbox.aclose()  # idempotent
+
+
+async def test_a_write_cancelled_while_it_runs_still_owes_its_invalidations(
+    scripted: ScriptedCache, outbox: Outbox
+) -> None:
+    @invalidate(outbox, keys=["a:{n}", "b:{n}"])
+    async def update(n: int) -> None:
+        await asyncio.Event().wait()  # committed, then the caller times out
+
+    call = asyncio.create_task(update(1))
+    await settle()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert scripted.attempts == []  # not tried while the caller is cancelled...
+    assert outbox.pending == 2  # ...but owed: a late delete is always safe
+    assert await outbox.replay() == 2
+
+
+# -- lifecycle: closed outboxes, event loops, the breaker's listener -------------------------
+
+
+def test_a_closed_default_outbox_is_replaced_at_the_next_use() -> None:
+    cache = ScriptedCache()
+
+    @invalidate(cache, keys=["user:{user_id}"])  # at module level, as in an application
+    async def rename(user_id: int) -> None:
+        pass
+
+    async def first_lifespan() -> None:
+        await rename(1)
+        await outbox_for(cache).aclose()  # shutdown, as the docs ask
+
+    async def second_lifespan() -> None:
+        await cache.set("user:1", "stale")
+        cache.fail(ErrorCode.CONNECTION)
+        await rename(1)
+        outbox = outbox_for(cache)
+        assert not outbox.closed
+        assert outbox.pending == 1  # recorded by a live outbox...
+        await rename(2)  # ...which a successful invalidation makes replay
+        await settle()
+        assert outbox.pending == 0
+        assert await cache.get("user:1") == Success(None)
+        await outbox.aclose()
+
+    asyncio.run(first_lifespan())
+    asyncio.run(second_lifespan())
+
+
+async def test_a_closed_outbox_drops_what_fails_with_an_error(
+    scripted: ScriptedCache, registry: CollectorRegistry
+) -> None:
+    outbox = Outbox(scripted, ping_interval=None, registry=registry)
+    await outbox.aclose()
+    scripted.fail(ErrorCode.CONNECTION)
+    with structlog.testing.capture_logs() as logs:
+        await outbox.delete("k")
+    assert outbox.pending == 0  # nothing would ever replay it: not kept
+    assert sample(registry, DROPPED, reason="closed") == 1
+    assert logs == [
+        {
+            "event": "resilient_cache.invalidation_dropped",
+            "log_level": "error",
+            "cache": "default",
+            "operation": "delete",
+            "reason": "closed",
+            "error_type": "connection",
+        }
+    ]
+
+
+def test_an_outbox_replays_under_several_event_loops() -> None:
+    gate = Gate(MemoryCache())
+    scripted = ScriptedCache(gate)
+    outbox = Outbox(scripted, ping_interval=None, registry=CollectorRegistry())
+
+    async def contended_replays() -> tuple[int, int]:
+        scripted.fail(ErrorCode.CONNECTION)
+        await outbox.delete("k")
+        gate.open = asyncio.Event()  # an Event of this loop
+        first = asyncio.create_task(outbox.replay())
+        await settle()  # it holds the lock, its delete waits at the gate
+        second = asyncio.create_task(outbox.replay())
+        await settle()  # it waits for the lock
+        gate.open.set()
+        applied_first, applied_second = await asyncio.gather(first, second)
+        return applied_first, applied_second
+
+    assert asyncio.run(contended_replays()) == (1, 0)
+    assert asyncio.run(contended_replays()) == (1, 0)  # a lock of the second loop
+
+
+async def test_the_breaker_does_not_keep_a_dropped_outbox_alive(
+    registry: CollectorRegistry,
+) -> None:
+    clock = ManualClock()
+    scripted = ScriptedCache()
+    breaker = CircuitBreakerLayer(
+        scripted, fail_max=1, reset_timeout=5, success_threshold=1, clock=clock
+    )
+    outbox = Outbox(breaker, ping_interval=None, registry=registry)
+    scripted.fail(ErrorCode.CONNECTION)
+    await outbox.delete("k")
+    await outbox.aclose()
+    gone = weakref.ref(outbox)
+    del outbox
+    gc.collect()
+    assert gone() is None  # the breaker's listener held it weakly
+    clock.advance(5)
+    assert await breaker.exists("k") == Success(False)  # the breaker closes: nothing to tell
+    assert state(breaker) is BreakerState.CLOSED
+    assert outbox_tasks() == []
+
+
+async def test_a_raising_overflow_action_is_logged_and_stays_owed(
+    scripted: ScriptedCache, registry: CollectorRegistry
+) -> None:
+    async def broken(cache: CacheProtocol) -> Result[int, CacheError]:
+        raise RuntimeError("a bug in the custom action")
+
+    async with Outbox(
+        scripted, max_pending=1, on_overflow=broken, ping_interval=None, registry=registry
+    ) as outbox:
+        scripted.fail_always(ErrorCode.CONNECTION)
+        await outbox.delete("a")
+        await outbox.delete("b")
+        scripted.heal()
+        with structlog.testing.capture_logs() as logs:
+            assert await outbox.replay() == 0  # no exception
+        assert outbox.overflowed and outbox.pending == 2  # still owed
+    failed = [e for e in logs if e["event"] == "resilient_cache.overflow_failed"]
+    assert len(failed) == 1
+    assert failed[0]["log_level"] == "error"
+    assert failed[0]["action"] == "on_overflow"
+
+
+async def test_a_crashed_background_task_is_logged_through_structlog(
+    scripted: ScriptedCache, registry: CollectorRegistry
+) -> None:
+    async def broken_sleep(seconds: float) -> None:
+        raise RuntimeError("a bug")
+
+    async with Outbox(scripted, ping_interval=1, sleep=broken_sleep, registry=registry) as outbox:
+        with structlog.testing.capture_logs() as logs:
+            scripted.fail(ErrorCode.CONNECTION)
+            await outbox.delete("k")
+            await settle()
+    crashed = [e for e in logs if e["event"] == "resilient_cache.outbox_task_failed"]
+    assert len(crashed) == 1
+    assert crashed[0]["task"] == "resilient_cache.outbox.watch"
+    assert crashed[0]["log_level"] == "error"
 
 
 # -- a real outage: Redis behind Toxiproxy ---------------------------------------------------

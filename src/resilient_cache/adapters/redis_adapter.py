@@ -1,6 +1,7 @@
 """RedisAdapter: :class:`CacheProtocol` on redis-py's asyncio client and hiredis.
 
-The only module that imports ``redis``. What it guarantees on top of redis-py:
+With its private helpers in ``adapters/`` (``_sentinel.py``: Redis Sentinel), the only
+module that imports ``redis``. What it guarantees on top of redis-py:
 
 * **One network attempt per call.** redis-py's own retry is switched off (it retries ten
   times by default); retrying belongs to the retry layer, which knows what is safe.
@@ -20,8 +21,6 @@ The only module that imports ``redis``. What it guarantees on top of redis-py:
 from __future__ import annotations
 
 import asyncio
-import math
-import ssl
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -36,8 +35,14 @@ from redis.backoff import NoBackoff
 
 from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._coalesce import ReadCoalescer
+from resilient_cache.adapters._commands import KeyCommands
 from resilient_cache.adapters._glob import glob_escape
 from resilient_cache.adapters._pool import Pool, PoolClosedError
+from resilient_cache.adapters._sentinel import SentinelConnection, SentinelMaster, sentinel_client
+from resilient_cache.adapters._tls import PROBE_MARGIN as _PROBE_MARGIN
+from resilient_cache.adapters._tls import cut_off as _cut_off
+from resilient_cache.adapters._tls import probe_tls
+from resilient_cache.adapters._tls import tls_failure as _tls_failure
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
     Endpoint,
@@ -53,22 +58,17 @@ from resilient_cache.domain.deadline import (
     connection_state,
 )
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
-from resilient_cache.domain.protocol import JsonInput, JsonValue
+from resilient_cache.domain.protocol import JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
 from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     Limits,
-    check_amount,
     check_namespace,
     check_pattern,
-    check_seconds,
     check_ttl,
-    dump_json,
-    encode_key,
     encode_keys,
     encode_mapping,
-    encode_value,
     load_json,
 )
 
@@ -109,18 +109,19 @@ _RESPONSE_MARKERS: Final = (
 # Failures that can strike after a command was written: a write may have happened.
 _AMBIGUOUS: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.BACKEND})
 
+# redis-py's Sentinel connections (a master_for() client) turn a READONLY reply into this
+_DEMOTED_MASTER: Final = "The previous master is now a slave"
+
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
-_PROBE_TIME: Final = 0.2
-_PROBE_MARGIN: Final = 0.02  # the probe ends this long before the call's deadline
-_CLIENT_CERT_ALERTS: Final = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "PEER DID NOT RETURN")
+
 # redis-py 8 checks a pooled connection without reading; 5.x only has the reading check
 _HAS_CAN_READ: Final = hasattr(AbstractConnection, "can_read")
 _SCAN_COUNT: Final = 1000
 _MAX_MESSAGE: Final = 300
 
 
-class RedisAdapter:
-    """A :class:`CacheProtocol` on Redis. Build it with :meth:`from_url`.
+class RedisAdapter(KeyCommands):
+    """A :class:`CacheProtocol` on Redis. Build it with :meth:`from_url` or :meth:`from_sentinel`.
 
     Args:
         client: a ``redis.asyncio.Redis`` you built yourself; the adapter makes its own
@@ -145,6 +146,9 @@ class RedisAdapter:
         check_namespace(namespace)
         RedisOptions(operation_timeout=operation_timeout)  # validates it
         settings: ConnectionPool = client.connection_pool
+        # kept alive: redis-py's Sentinel connections (a master_for() client) hold only a
+        # weak reference to their pool
+        self._client = client
         connection_class = settings.connection_class
         kwargs = {**settings.connection_kwargs, "retry": _NO_RETRY}
         self._pool: Pool[Any] = Pool(
@@ -161,7 +165,7 @@ class RedisAdapter:
         self._timeout = operation_timeout
         self._timer = DeadlineTimer()
         self._coalescer = ReadCoalescer(self._fetch_many) if coalesce_reads else None
-        self._secret: str | None = kwargs.get("password") or None
+        self._secrets: tuple[str, ...] = tuple(filter(None, [kwargs.get("password")]))
         where = (
             kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         )
@@ -171,6 +175,16 @@ class RedisAdapter:
             port=None if kwargs.get("path") else int(kwargs.get("port", 6379)),
             db=int(kwargs.get("db", 0)),
         )
+        # behind Sentinel: the master moves (adapters/_sentinel.py)
+        self._sentinel: SentinelMaster | None = None
+        if issubclass(connection_class, SentinelConnection):
+            sentinel = self._sentinel = kwargs["sentinel_master"]
+            where = ",".join(f"{host}:{port}" for host, port in sentinel.sentinels)
+            self._display = f"{sentinel.service_name} via sentinels {where}/{kwargs.get('db', 0)}"
+            host, port = sentinel.sentinels[0]
+            self._endpoint = replace(
+                self._endpoint, address=host, port=port, service_name=sentinel.service_name
+            )
 
     @classmethod
     def from_url(
@@ -207,6 +221,58 @@ class RedisAdapter:
             coalesce_reads=opts.coalesce_reads,
         )
 
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[str],
+        service_name: str,
+        *,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+        tls: bool = False,
+        namespace: str | None = None,
+        limits: Limits | None = None,
+        **options: Any,
+    ) -> RedisAdapter:
+        """Build an adapter on the master that Redis Sentinel names; nothing connects yet.
+
+        The adapter follows the master through failovers without a restart (see
+        docs/scale-out.md): it listens to the sentinels' ``+switch-master`` and
+        reconnects every connection when the master moves, or when a write meets a
+        replica (READONLY, retried by the retry layer).
+
+        Args:
+            sentinels: ``"host:port"`` of each sentinel (``"[::1]:26379"`` for IPv6).
+            service_name: the monitored master's name (``sentinel monitor <name> ...``).
+            sentinel_username: ACL user on the sentinels, when they require one.
+            sentinel_password: password on the sentinels (the data nodes' is
+                ``password``); never shown anywhere.
+            tls: TLS to the sentinels and the data nodes (the ``ssl_*`` options apply).
+            namespace: as for :meth:`from_url`.
+            limits: as for :meth:`from_url`.
+            options: the fields of :class:`RedisOptions`, for the data nodes (``username``,
+                ``password``, ``db``, TLS, timeouts, pool); the sentinels get the same
+                timeouts, keepalive and TLS settings.
+
+        Raises:
+            ConfigurationError: no sentinel, a bad address, no service name, an unknown
+                option or a bad value.
+        """
+        opts, client = sentinel_client(
+            sentinels, service_name, options,
+            username=sentinel_username, password=sentinel_password, tls=tls,
+        )  # fmt: skip
+        adapter = cls(
+            client,
+            namespace=namespace,
+            limits=limits,
+            operation_timeout=opts.operation_timeout,
+            coalesce_reads=opts.coalesce_reads,
+        )
+        if sentinel_password:
+            adapter._secrets += (sentinel_password,)
+        return adapter
+
     def __repr__(self) -> str:
         return f"RedisAdapter({self._display!r}, namespace={self._namespace!r})"
 
@@ -229,6 +295,8 @@ class RedisAdapter:
             await self._coalescer.aclose()
         for conn in self._pool.close():
             await conn.disconnect()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -244,7 +312,10 @@ class RedisAdapter:
 
     @property
     def endpoint(self) -> Endpoint:
-        """Where this adapter connects: address (host or socket path), port, database."""
+        """Where this adapter connects: address (host or socket path), port, database.
+
+        Behind Sentinel: the first sentinel's address, and the service name.
+        """
         return self._endpoint
 
     def pool_stats(self) -> PoolStats:
@@ -308,6 +379,9 @@ class RedisAdapter:
         except Exception as exc:  # mapped below; CancelledError is not an Exception
             # once the command was handed to the connection, it may have been sent
             error = self._error(operation, key, exc, maybe_applied=sent and write)
+            if error.code is ErrorCode.READONLY and self._sentinel is not None:
+                # a replica answered: the master moved; every connection asks again
+                self._sentinel.distrust(drop_connections=True)
             left = min(bound, outer if outer is not None else bound) - loop.time()
             return await self._explain(
                 error, exc, had_connection=conn is not None, fresh=fresh, sent=sent,
@@ -372,46 +446,29 @@ class RedisAdapter:
             ) from None
 
     async def _diagnose(self, seconds: float) -> str | None:
-        """Probe the server's port: does it expect TLS, or a client certificate?
-
-        Runs only after a new connection was dropped before any reply, within ``seconds``
-        (the rest of the call's deadline). ``None``: nothing to say about TLS.
-        """
+        """Probe the server's port after a new connection was dropped before any reply."""
         kwargs = self._connection_kwargs
-        host, port = kwargs.get("host"), kwargs.get("port")
-        if host is None or port is None or seconds <= 0:
-            return None
-        tls = self._tls
-        if tls and kwargs.get("ssl_certfile"):
-            return None
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # only asks which protocol the port speaks
-        if tls:  # TLS 1.2 asks for a client certificate during the handshake itself
-            context.maximum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            async with asyncio.timeout(min(seconds, _PROBE_TIME)):
-                _, writer = await asyncio.open_connection(host, port, ssl=context)
-        except ssl.SSLError as exc:
-            if tls and any(word in str(exc).upper() for word in _CLIENT_CERT_ALERTS):
-                return "TLS: the server requires a client certificate (ssl_certfile, ssl_keyfile)"
-            return None
-        except (OSError, TimeoutError):
-            return None
-        writer.close()
-        return None if tls else "TLS: the server speaks TLS on this port (use rediss://)"
+        return await probe_tls(
+            kwargs.get("host"), kwargs.get("port"), tls=self._tls,
+            client_certificate=bool(kwargs.get("ssl_certfile")), seconds=seconds,
+        )  # fmt: skip
 
-    @staticmethod
-    async def _ready(conn: Any) -> bool:
-        """Connect ``conn`` if it is not, or reconnect it if the server closed it meanwhile.
+    async def _ready(self, conn: Any) -> bool:
+        """Connect ``conn`` if it is not, or reconnect it if the server closed it meanwhile
+        (or, behind Sentinel, if the master moved since it connected).
 
         Returns whether it was (re)connected now.
         """
         if conn.is_connected:
-            try:
-                stale = await (conn.can_read() if _HAS_CAN_READ else conn.can_read_destructive())
-            except (rx.ConnectionError, OSError):
+            if self._sentinel is not None and self._sentinel.outdated(conn):
                 stale = True
+            else:
+                try:
+                    stale = await (
+                        conn.can_read() if _HAS_CAN_READ else conn.can_read_destructive()
+                    )
+                except (rx.ConnectionError, OSError):
+                    stale = True
             if not stale:
                 return False
             # unread data or EOF: a restart, an idle timeout or a kill on the server side
@@ -435,8 +492,10 @@ class RedisAdapter:
             code, text = ErrorCode.TLS, f"{tls} ({self._display})"
         if code is ErrorCode.BACKEND and isinstance(exc, rx.ResponseError):
             code = next((c for marker, c in _RESPONSE_MARKERS if marker in text), code)
-        if self._secret:
-            text = text.replace(self._secret, "***")
+        elif code is ErrorCode.CONNECTION and text == _DEMOTED_MASTER:
+            code = ErrorCode.READONLY  # a failover, not an outage: do not trip the breaker
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         if isinstance(exc, TimeoutError):
             text = f"no answer within operation_timeout={self._timeout}s"
         return CacheError.of(
@@ -451,25 +510,6 @@ class RedisAdapter:
             and not isinstance(exc, rx.ResponseError),
             cause=exc,
         )
-
-    def _key(self, operation: str, key: str) -> bytes | CacheError:
-        raw = encode_key(operation, key, self._limits)
-        return raw if isinstance(raw, CacheError) else self._prefix + raw
-
-    def _decode(self, operation: str, key: str, raw: bytes | str | None) -> str | CacheError | None:
-        if raw is None or isinstance(raw, str):
-            return raw
-        try:
-            return raw.decode()
-        except UnicodeDecodeError as exc:
-            return CacheError.of(
-                ErrorCode.SERIALIZATION,
-                "stored value is not valid UTF-8 (written by another client?)",
-                operation=operation,
-                key=key,
-                details={"server": self._display},
-                cause=exc,
-            )
 
     # -- CacheProtocol -----------------------------------------------------------
 
@@ -514,77 +554,6 @@ class RedisAdapter:
     ) -> Coroutine[Any, Any, Result[None, CacheError]]:
         """Store ``value``, replacing any TTL with ``ttl`` (``None`` = no expiry)."""
         return self._set("set", key, value, ttl)
-
-    async def set_json(
-        self, key: str, value: JsonInput, ttl: int | None = None
-    ) -> Result[None, CacheError]:
-        """Store any JSON value."""
-        text = dump_json("set_json", key, value)
-        if isinstance(text, CacheError):
-            return Failure(text)
-        return await self._set("set_json", key, text, ttl)
-
-    async def _set(
-        self, operation: str, key: str, value: str, ttl: object
-    ) -> Result[None, CacheError]:
-        full = self._key(operation, key)
-        if isinstance(full, CacheError):
-            return Failure(full)
-        raw = encode_value(operation, key, value, self._limits)
-        if isinstance(raw, CacheError):
-            return Failure(raw)
-        seconds = check_ttl(operation, key, ttl)
-        if isinstance(seconds, CacheError):
-            return Failure(seconds)
-        command = ("SET", full, raw) if seconds is None else ("SET", full, raw, "EX", seconds)
-        reply = await self._call(operation, key, *command, write=True)
-        return Failure(reply) if isinstance(reply, CacheError) else Success(None)
-
-    async def _int_command(
-        self, operation: str, key: str, command: str, *args: Any, write: bool = False
-    ) -> Result[int, CacheError]:
-        full = self._key(operation, key)
-        if isinstance(full, CacheError):
-            return Failure(full)
-        reply = await self._call(operation, key, command, full, *args, write=write)
-        return Failure(reply) if isinstance(reply, CacheError) else Success(int(reply))
-
-    async def delete(self, key: str) -> Result[bool, CacheError]:
-        """Remove the key; tell whether it existed."""
-        return (await self._int_command("delete", key, "UNLINK", write=True)).map(bool)
-
-    async def exists(self, key: str) -> Result[bool, CacheError]:
-        """Tell whether the key exists."""
-        return (await self._int_command("exists", key, "EXISTS")).map(bool)
-
-    async def expire(self, key: str, seconds: int) -> Result[bool, CacheError]:
-        """Set a TTL on an existing key."""
-        checked = check_seconds("expire", key, seconds, name="seconds")
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        return (await self._int_command("expire", key, "EXPIRE", checked, write=True)).map(bool)
-
-    async def increment(self, key: str, amount: int = 1) -> Result[int, CacheError]:
-        """Add ``amount`` atomically (INCRBY); a missing key counts as 0."""
-        checked = check_amount("increment", key, amount)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        return await self._int_command("increment", key, "INCRBY", checked, write=True)
-
-    async def decrement(self, key: str, amount: int = 1) -> Result[int, CacheError]:
-        """Subtract ``amount`` atomically (DECRBY); a missing key counts as 0."""
-        checked = check_amount("decrement", key, amount)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        return await self._int_command("decrement", key, "DECRBY", checked, write=True)
-
-    async def ttl(self, key: str) -> Result[int | None, CacheError]:
-        """Seconds until expiry, rounded up; ``None`` if missing or persistent."""
-        result = await self._int_command("ttl", key, "PTTL")
-        if isinstance(result, Failure):
-            return result
-        millis = result.value
-        return Success(None if millis < 0 else max(1, math.ceil(millis / 1000)))
 
     async def flush(self) -> Result[None, CacheError]:
         """Remove this namespace's keys (every key of the database without a namespace).
@@ -689,43 +658,6 @@ class RedisAdapter:
 def _is_noscript(error: CacheError) -> bool:
     """Whether Redis answered NOSCRIPT: it does not know the script (nothing ran)."""
     return isinstance(error.cause, rx.NoScriptError)
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """What failed in a TLS handshake, if ``exc`` or an exception behind it says so.
-
-    redis-py turns an ``ssl.SSLError`` into its own ``ConnectionError`` (the original is
-    its context). A plaintext client talking to a TLS port reads a TLS alert record
-    (``\x15\x03``) where a Redis reply should start.
-    """
-    node: BaseException | None = exc
-    for _ in range(8):  # a short chain; never loop on a cycle
-        if node is None:
-            break
-        if isinstance(node, ssl.SSLCertVerificationError):
-            return f"TLS: the server's certificate did not verify: {node.verify_message}"
-        if isinstance(node, ssl.SSLError):
-            reason = node.reason or type(node).__name__
-            if reason == "WRONG_VERSION_NUMBER":
-                return "TLS: the server does not speak TLS on this port (use redis://?)"
-            return f"TLS: handshake failed: {reason}"
-        node = node.__cause__ or node.__context__
-    if "\\x15\\x03" in str(exc):
-        return "TLS: the server speaks TLS on this port (use rediss://)"
-    return None
-
-
-def _cut_off(exc: BaseException) -> bool:
-    """Whether the server reset or closed the connection (rather than refusing it)."""
-    node: BaseException | None = exc
-    for _ in range(8):
-        if node is None:
-            break
-        if isinstance(node, ConnectionResetError | BrokenPipeError):
-            return True
-        node = node.__cause__ or node.__context__
-    text = str(exc)
-    return "reset by peer" in text or "closed by server" in text
 
 
 def _partial(error: CacheError, deleted: int) -> CacheError:

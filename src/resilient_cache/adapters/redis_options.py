@@ -175,11 +175,16 @@ class RedisOptions:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where an adapter connects (for telemetry: ``server.address``, ``server.port``)."""
+    """Where an adapter connects (for telemetry: ``server.address``, ``server.port``).
+
+    Behind Redis Sentinel the master moves: ``address``/``port`` are then the first
+    sentinel's, and ``service_name`` the monitored master's name.
+    """
 
     address: str
     port: int | None
     db: int
+    service_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +235,7 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
     Raises:
         ConfigurationError: an unknown option, a bad value, or an unusable URL.
     """
-    known = {f.name for f in fields(RedisOptions)}
-    for name in options:
-        if name not in known:
-            raise ConfigurationError(name, f"unknown option; expected one of {sorted(known)}")
-    opts = RedisOptions(**options)
+    opts = _options(options)
     if isinstance(url, str):
         _check_userinfo(url)
     scheme = urlsplit(url).scheme if isinstance(url, str) else ""
@@ -270,18 +271,7 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
     if scheme != "unix" and path and not path.isdigit():
         # redis-py would silently fall back to database 0
         raise ConfigurationError("url", f"database must be a number, got {redact_url(url)!r}")
-    kwargs: dict[str, Any] = {
-        "max_connections": opts.max_connections,
-        # None: no timer of redis-py's own; the operation timeout bounds the wait anyway
-        "timeout": opts.pool_timeout,
-        "socket_timeout": opts.socket_timeout,
-        "socket_connect_timeout": opts.connect_timeout,
-        "health_check_interval": opts.health_check_interval,
-        "client_name": opts.client_name,
-    }
-    for name in ("username", "password", "db", "credential_provider"):
-        if getattr(opts, name) is not None:
-            kwargs[name] = getattr(opts, name)
+    kwargs = _pool_kwargs(opts)
     if opts.credential_provider is not None and (parts.username or parts.password):
         raise ConfigurationError(
             "credential_provider", "the URL holds credentials too: give one or the other"
@@ -299,15 +289,7 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
                 "and cached values cross the network unencrypted; use rediss:// (TLS)",
             )
     else:
-        kwargs.update(
-            ssl_cert_reqs=opts.ssl_cert_reqs,
-            ssl_ca_certs=opts.ssl_ca_certs,
-            ssl_ca_data=opts.ssl_ca_data,
-            ssl_certfile=opts.ssl_certfile,
-            ssl_keyfile=opts.ssl_keyfile,
-            ssl_check_hostname=opts.ssl_check_hostname,
-            ssl_min_version=TLS_VERSIONS[opts.ssl_min_version],
-        )
+        kwargs.update(_tls_kwargs(opts))
         if opts.allow_insecure_tls and (
             opts.ssl_cert_reqs == "none"
             or not opts.ssl_check_hostname
@@ -319,3 +301,109 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
                 "(allow_insecure_tls=True): cache traffic can be read and changed on the way",
             )
     return opts, kwargs
+
+
+def sentinel_settings(
+    sentinels: object, service_name: object, options: Mapping[str, Any], *, tls: bool
+) -> tuple[RedisOptions, list[tuple[str, int]], dict[str, Any]]:
+    """Check a Sentinel deployment's settings; return the options, the sentinels' addresses
+    and the data nodes' connection pool arguments (no address: the sentinels give it).
+
+    Raises:
+        ConfigurationError: no sentinel, a bad address, no service name, an unknown option
+            or a bad value.
+    """
+    opts = _options(options)
+    addresses = [_sentinel_address(address) for address in _sentinel_list(sentinels)]
+    if (
+        not isinstance(service_name, str)
+        or not service_name
+        or service_name.split() != [service_name]
+    ):
+        raise ConfigurationError(
+            "service_name",
+            f"must be the monitored master's name (non-empty, no spaces), got {service_name!r}",
+        )
+    kwargs = _pool_kwargs(opts)
+    kwargs["socket_keepalive"] = opts.socket_keepalive
+    shown = f"Sentinel service {service_name!r} at {','.join(map(_show, addresses))}"
+    if not tls:
+        for name in _TLS_OPTIONS:
+            if getattr(opts, name) is not None:
+                raise ConfigurationError(name, "only applies with tls=True")
+        remote = next((h for h, _ in addresses if not is_loopback(h)), None)
+        if remote is not None:
+            warn_once(
+                f"plaintext-sentinel:{service_name}:{remote}",
+                f"resilient_cache: {shown} is plaintext to another host: passwords and cached "
+                "values cross the network unencrypted; use tls=True",
+            )
+        return opts, addresses, kwargs
+    kwargs.update(_tls_kwargs(opts))
+    if opts.allow_insecure_tls and (opts.ssl_cert_reqs == "none" or not opts.ssl_check_hostname):
+        warn_once(
+            f"insecure-tls-sentinel:{service_name}",
+            f"resilient_cache: TLS verification is switched off for {shown} "
+            "(allow_insecure_tls=True): cache traffic can be read and changed on the way",
+        )
+    return opts, addresses, kwargs
+
+
+def _sentinel_list(sentinels: object) -> list[object]:
+    if isinstance(sentinels, str | bytes) or not isinstance(sentinels, list | tuple):
+        raise ConfigurationError(
+            "sentinels", f"must be a list of 'host:port' strings, got {type(sentinels).__name__}"
+        )
+    if not sentinels:
+        raise ConfigurationError("sentinels", "needs at least one sentinel, 'host:port'")
+    return list(sentinels)
+
+
+def _sentinel_address(address: object) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:26379"`` for IPv6) as ``(host, port)``."""
+    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError("sentinels", f"each sentinel must be 'host:port', got {address!r}")
+    return host, int(port)
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _options(options: Mapping[str, Any]) -> RedisOptions:
+    known = {f.name for f in fields(RedisOptions)}
+    for name in options:
+        if name not in known:
+            raise ConfigurationError(name, f"unknown option; expected one of {sorted(known)}")
+    return RedisOptions(**options)
+
+
+def _pool_kwargs(opts: RedisOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_connections": opts.max_connections,
+        # None: no timer of redis-py's own; the operation timeout bounds the wait anyway
+        "timeout": opts.pool_timeout,
+        "socket_timeout": opts.socket_timeout,
+        "socket_connect_timeout": opts.connect_timeout,
+        "health_check_interval": opts.health_check_interval,
+        "client_name": opts.client_name,
+    }
+    for name in ("username", "password", "db", "credential_provider"):
+        if getattr(opts, name) is not None:
+            kwargs[name] = getattr(opts, name)
+    return kwargs
+
+
+def _tls_kwargs(opts: RedisOptions) -> dict[str, Any]:
+    return {
+        "ssl_cert_reqs": opts.ssl_cert_reqs,
+        "ssl_ca_certs": opts.ssl_ca_certs,
+        "ssl_ca_data": opts.ssl_ca_data,
+        "ssl_certfile": opts.ssl_certfile,
+        "ssl_keyfile": opts.ssl_keyfile,
+        "ssl_check_hostname": opts.ssl_check_hostname,
+        "ssl_min_version": TLS_VERSIONS[opts.ssl_min_version],
+    }

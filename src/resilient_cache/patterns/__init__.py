@@ -5,14 +5,15 @@ library so that each holds up when Redis fails (docs/patterns.md):
 
 * :func:`cached`: cache-aside for async functions, with single-flight, probabilistic early
   refresh (:class:`EarlyRefresh`) and serve-stale-on-error (:class:`ServeStale`);
-* :func:`invalidate` and :class:`Outbox`: invalidations that a Redis outage does not lose;
+* :func:`invalidate` and :class:`Outbox`: invalidations that a Redis outage does not lose,
+  and that reach ``@cached``'s in-process state (computations in flight, stale copies);
 * :class:`RateLimiter`: fixed and sliding windows, one atomic script per check;
 * :class:`SessionStore` and :class:`TokenCache`: the seed's sessions and provider tokens.
 """
 
 from __future__ import annotations
 
-from resilient_cache.patterns.cached import (
+from resilient_cache.patterns._cached import (
     JSON,
     CachedFunction,
     EarlyRefresh,

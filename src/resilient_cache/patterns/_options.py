@@ -55,15 +55,24 @@ class ServeStale:
             computed) after which it is no longer served.
         max_entries: keys remembered in this process, least recently used dropped first
             (default 1024).
+        max_bytes: memory the copy may hold, keys and serialized values as
+            ``sys.getsizeof`` counts them; least recently used dropped first (default
+            16 MiB).
+        max_value_bytes: a serialized value larger than this is not remembered (nor its
+            key's older value); default 1 MiB, the cache's default value limit (a value
+            over ``max_bytes`` is never remembered either).
     """
 
     max_staleness: float
     max_entries: int = 1024
+    max_bytes: int = 16 * 1024 * 1024
+    max_value_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         _check_positive("serve_stale.max_staleness", self.max_staleness)
-        entries = self.max_entries
-        if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
-            raise ConfigurationError(
-                "serve_stale.max_entries", f"must be a positive int, got {entries!r}"
-            )
+        for setting in ("max_entries", "max_bytes", "max_value_bytes"):
+            value = getattr(self, setting)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(
+                    f"serve_stale.{setting}", f"must be a positive int, got {value!r}"
+                )

@@ -11,11 +11,18 @@ event                                          level    when
                                                         recorded (debug while others are
                                                         owed already: one warning an outage)
 ``resilient_cache.invalidations_replayed``     info     a replay applied deferred ones
-``resilient_cache.outbox_overflowed``          error    the outbox is full, or an entry can
-                                                        never apply: the wholesale action
-                                                        is now owed
+``resilient_cache.outbox_overflowed``          error    the outbox is full: the wholesale
+                                                        action is now owed
 ``resilient_cache.overflow_flushed``           warning  the wholesale action ran
+``resilient_cache.overflow_failed``            error    the custom wholesale action raised
+                                                        (it stays owed)
+``resilient_cache.invalidation_dropped``       error    an invalidation will never be
+                                                        applied (``reason``: ``rejected``,
+                                                        ``failing``, ``closed``); warning
+                                                        for ``invalid`` (a key the cache
+                                                        refuses: nothing is stored there)
 ``resilient_cache.invalidations_abandoned``    error    the outbox closed with some owed
+``resilient_cache.outbox_task_failed``         error    a background task crashed (a bug)
 =============================================  =======  ===================================
 
 Never a value; a key or pattern only with ``log_keys=True`` (keys can hold personal data).
@@ -23,6 +30,7 @@ Never a value; a key or pattern only with ``log_keys=True`` (keys can hold perso
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
 from weakref import WeakKeyDictionary
@@ -33,6 +41,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 OPERATIONS: Final = ("delete", "delete_pattern")
 """The invalidations an outbox records (the ``operation`` label)."""
 
+DROP_REASONS: Final = ("invalid", "rejected", "failing", "closed")
+"""Why an invalidation was dropped (the ``reason`` label):
+
+* ``invalid``: a key or pattern the cache refuses (too long...): nothing can be stored
+  under it, so there is nothing to invalidate;
+* ``rejected``: its replay was refused as the request's own fault (``validation``...);
+* ``failing``: it failed ``MAX_ATTEMPTS`` replays while the cache answered other calls;
+* ``closed``: it failed on an outbox already closed, which replays nothing.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class _Families:
@@ -40,6 +58,7 @@ class _Families:
     deferred: Counter
     replayed: Counter
     overflows: Counter
+    dropped: Counter
 
 
 _FAMILIES: WeakKeyDictionary[CollectorRegistry, _Families] = WeakKeyDictionary()
@@ -74,6 +93,13 @@ def _families(registry: CollectorRegistry) -> _Families:
                 "resilient_cache_invalidation_overflows",
                 "Times the outbox overflowed, owing a wholesale invalidation.",
                 ["cache"],
+                registry=registry,
+            ),
+            dropped=Counter(
+                "resilient_cache_invalidations_dropped",
+                "Invalidations the outbox will never apply, by reason (invalid, rejected, "
+                "failing, closed).",
+                ["cache", "reason"],
                 registry=registry,
             ),
         )
@@ -116,6 +142,8 @@ class OutboxTelemetry:
             m.replayed.labels(cache_name, operation)
         for operation in OPERATIONS:
             m.deferred.labels(cache_name, operation)
+        for reason in DROP_REASONS:
+            m.dropped.labels(cache_name, reason)
 
     def pending(self, count: int) -> None:
         """Report how many invalidations this outbox owes now."""
@@ -166,6 +194,39 @@ class OutboxTelemetry:
             action=self._action,
             covered=covered,
         )
+
+    def overflow_failed(self) -> None:
+        """The custom wholesale action raised (call from the ``except`` block)."""
+        self._log.error(
+            "resilient_cache.overflow_failed", cache=self._cache, action=self._action, exc_info=True
+        )
+
+    def dropped(
+        self, operation: str, target: str, reason: str, error_type: str, attempts: int = 0
+    ) -> None:
+        self._m.dropped.labels(self._cache, reason).inc()
+        fields: dict[str, Any] = {
+            "cache": self._cache,
+            "operation": operation,
+            "reason": reason,
+            "error_type": error_type,
+        }
+        if attempts:
+            fields["attempts"] = attempts
+        if self._log_keys:
+            fields["key"] = target
+        level = "warning" if reason == "invalid" else "error"
+        getattr(self._log, level)("resilient_cache.invalidation_dropped", **fields)
+
+    def task_failed(self, task: asyncio.Task[Any]) -> None:
+        """A done-callback: log a background task that ended with an exception."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._log.error(
+                "resilient_cache.outbox_task_failed",
+                cache=self._cache,
+                task=task.get_name(),
+                exc_info=exc,
+            )
 
     def abandoned(self, pending: int, overflowed: bool) -> None:
         self._log.error(

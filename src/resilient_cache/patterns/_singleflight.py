@@ -13,8 +13,8 @@ caller, the first included, waits for its outcome through ``asyncio.shield``. So
   before the write lands would be the stampede we are preventing);
 * the flight leaves the map when its task ends, however it ends (value, exception,
   cancellation): nothing leaks;
-* :meth:`SingleFlight.forget` unregisters a flight early and marks it ``forgotten``, so its
-  follow-up can stand down (an invalidation happened while it ran).
+* :meth:`SingleFlight.forget` (or ``forget_if``) unregisters a flight early and marks it
+  ``forgotten``, so its follow-up can stand down (an invalidation happened while it ran).
 
 Flights belong to one event loop. A flight of another loop (a decorator defined at import
 time, used under several ``asyncio.run``) is ignored and replaced.
@@ -92,6 +92,11 @@ class SingleFlight(Generic[T]):
         flight = self._flights.pop(key, None)
         if flight is not None:
             flight.forgotten = True
+
+    def forget_if(self, matches: Callable[[str], bool]) -> None:
+        """:meth:`forget` every flight whose key ``matches``."""
+        for key in [key for key in self._flights if matches(key)]:
+            self.forget(key)
 
     async def drain(self) -> bool:
         """Wait until every flight (follow-ups included) of the running loop has ended.

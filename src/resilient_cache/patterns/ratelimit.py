@@ -163,16 +163,21 @@ class RateLimit:
     """The answer to one check.
 
     Attributes:
-        allowed: whether the request may proceed (if so, it was counted).
+        allowed: whether the request may proceed (if so and Redis decided, it was
+            counted).
         limit: requests allowed per window (the limiter's setting).
         remaining: requests still allowed in the window after this one; 0 when refused.
         retry_after: seconds until a request can be allowed again; 0.0 when allowed (for
             a ``Retry-After`` header, round it up).
         error: why the cache could not decide, or ``None``. When set, the check was
             decided without Redis: fail-open answers ``allowed=True, remaining=limit,
-            retry_after=0.0`` (nothing was counted); fail-closed answers
-            ``allowed=False, remaining=0`` and a ``retry_after`` of the breaker's time to
-            its next probe when it is open, else 1 s (or the window, if shorter).
+            retry_after=0.0``; fail-closed answers ``allowed=False, remaining=0`` and a
+            ``retry_after`` of the breaker's time to its next probe when it is open, else
+            1 s (or the window, if shorter). ``remaining`` is then not a count: whether
+            this request was counted depends on ``error.maybe_applied``: ``False`` (refused
+            before sending, breaker open...) means it was not; ``True`` (a timeout after the
+            script was sent) means Redis may have counted it, though it was decided without
+            Redis's answer.
     """
 
     allowed: bool

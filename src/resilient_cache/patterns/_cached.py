@@ -24,6 +24,12 @@ One call:
 
 The function's own exceptions propagate to every caller that waited for that call, and are
 never cached. The stored format is described in ``_entry.py``; ``@cached`` owns its keys.
+
+Invalidations reach the in-process state (``_registry.py``): every ``@cached`` function is
+registered under its cache's stack, and each invalidation through an outbox of that stack
+(``@invalidate``, :meth:`CachedFunction.invalidate`) makes it forget the keys concerned: a
+computation in flight does not write its value back (and deletes it again if its write was
+already on its way), and the stale copy drops them.
 """
 
 from __future__ import annotations
@@ -37,17 +43,21 @@ from typing import Any, Final, Generic, ParamSpec, TypeVar, cast
 
 import structlog
 
-from resilient_cache.domain.errors import CacheError, ConfigurationError
+from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.validation import MAX_TTL_SECONDS, check_seconds
 from resilient_cache.layers.metrics import outcome_of
+from resilient_cache.patterns import _registry
 from resilient_cache.patterns._entry import Entry, decode_entry, encode_entry
 from resilient_cache.patterns._keys import KeyTemplate
 from resilient_cache.patterns._options import EarlyRefresh, ServeStale
+from resilient_cache.patterns._outbox import Outbox
 from resilient_cache.patterns._serialize import JSON, JsonSerializer, Serializer
 from resilient_cache.patterns._singleflight import Flight, SingleFlight
+from resilient_cache.patterns._stack import backend_of, check_flush_is_scoped
 from resilient_cache.patterns._stale import StaleCopy
+from resilient_cache.patterns.invalidation import outbox_for
 
 __all__ = [
     "JSON",
@@ -90,7 +100,8 @@ class CachedFunction(Generic[P, R]):
     """An async function behind ``@cached``. Call it like the function itself.
 
     Build it with :func:`cached`. Besides being called it offers :meth:`cache_key`,
-    :meth:`invalidate` and :meth:`drain`.
+    :meth:`invalidate` and :meth:`drain`; ``forget_key``, ``forget_pattern`` and
+    ``forget_all`` are how an outbox of its cache tells it of invalidations.
     """
 
     __name__: str
@@ -103,6 +114,7 @@ class CachedFunction(Generic[P, R]):
         cache: CacheProtocol,
         template: KeyTemplate,
         policy: _Policy,
+        outbox: Outbox | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self._fn = fn
@@ -110,11 +122,23 @@ class CachedFunction(Generic[P, R]):
         self._template = template
         self._signature = inspect.signature(fn)
         self._policy = policy
+        self._fixed_outbox = outbox
+        self._default_outbox: Outbox | None = None  # held while in use: see _outbox()
         stale = policy.serve_stale
-        self._stale = StaleCopy(stale.max_entries, stale.max_staleness) if stale else None
+        self._stale = (
+            StaleCopy(
+                stale.max_entries,
+                stale.max_staleness,
+                max_bytes=stale.max_bytes,
+                max_value_bytes=min(stale.max_value_bytes, stale.max_bytes),
+            )
+            if stale
+            else None
+        )
         self._reads: SingleFlight[object] = SingleFlight()
         self._loads: SingleFlight[_Loaded] = SingleFlight()
         self._name: str = getattr(fn, "__qualname__", repr(fn))
+        _registry.register(cache, self)
 
     def __repr__(self) -> str:
         return f"<cached {self._name} key={self._template.template!r}>"
@@ -142,16 +166,42 @@ class CachedFunction(Generic[P, R]):
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Result[bool, CacheError]:
         """Delete the entry of a call with these arguments, here and in the cache.
 
-        The stale copy forgets it at once (it is never served again, even if the delete
-        fails), and a computation in progress for it is not written back. Returns the
-        cache's ``delete`` result: ``Success(True)`` if the entry existed.
+        The delete goes through the outbox (``outbox=``, or ``outbox_for(cache)``): when it
+        fails it is deferred and replayed once the cache recovers. The stale copy forgets
+        the key at once (it is never served again, even if the delete fails), and a
+        computation in progress for it is not written back; so do the other ``@cached``
+        functions of this cache. Returns the first ``delete`` try's result:
+        ``Success(True)`` if the entry existed.
         """
         key = self.cache_key(*args, **kwargs)
+        self.forget_key(key)
+        return await self._outbox().delete(key)
+
+    def forget_key(self, key: str) -> None:
+        """Forget ``key`` in this process: no write-back in flight, no stale copy."""
         self._reads.forget(key)
         self._loads.forget(key)
         if self._stale is not None:
             self._stale.forget(key)
-        return await self._cache.delete(key)
+
+    def forget_pattern(self, pattern: str) -> None:
+        """Forget, like :meth:`forget_key`, every key the Redis glob ``pattern`` matches."""
+        matches = _registry.matcher(pattern)
+        self._reads.forget_if(matches)
+        self._loads.forget_if(matches)
+        if self._stale is not None:
+            self._stale.forget_if(matches)
+
+    def forget_all(self) -> None:
+        """Forget every key (a wholesale invalidation)."""
+        self.forget_pattern("*")
+
+    def _outbox(self) -> Outbox:
+        if self._fixed_outbox is not None:
+            return self._fixed_outbox
+        outbox = outbox_for(self._cache)  # a closed default outbox is replaced
+        self._default_outbox = outbox
+        return outbox
 
     async def drain(self) -> None:
         """Wait until every read, computation, early refresh and write-back has ended.
@@ -271,19 +321,32 @@ class CachedFunction(Generic[P, R]):
         return _Loaded(decoded, Entry(payload, finished + policy.ttl, delta), policy.ttl, refresh)
 
     async def _store(self, key: str, loaded: _Loaded, flight: Flight[_Loaded]) -> None:
-        """Write back (best effort: a failure is a miss next time); skipped if invalidated."""
+        """Write back (best effort: a failure is a miss next time); skipped if invalidated.
+
+        An invalidation can also come while the write is on its way (a pool wait, a retry):
+        its delete may then reach Redis first. So the flight is checked again once the write
+        has ended, and if it was invalidated meanwhile, the key is deleted once more
+        (through the outbox: deferred if that fails).
+        """
         if flight.forgotten:
             return
         entry = loaded.entry
-        if self._stale is not None:
-            if entry is None:
+        if entry is None:
+            if self._stale is not None:
                 self._stale.forget(key)
+            if loaded.replaces:  # the newest answer cannot be cached: drop the older one
+                await self._cache.delete(key)
+            return
+        result = await self._cache.set(key, encode_entry(entry), loaded.ttl)
+        if flight.forgotten:
+            if isinstance(result, Success) or result.error.maybe_applied:
+                await self._outbox()._delete(key, forget=False)
+            return
+        if self._stale is not None:
+            if isinstance(result, Failure) and result.error.code is ErrorCode.VALIDATION:
+                self._stale.forget(key)  # refused by the cache (too large): not remembered
             else:
                 self._stale.remember(key, entry.payload, self._policy.clock())
-        if entry is not None:
-            await self._cache.set(key, encode_entry(entry), loaded.ttl)
-        elif loaded.replaces:  # the newest answer cannot be cached: drop the older one
-            await self._cache.delete(key)
 
 
 def _seconds(setting: str, value: object) -> int:
@@ -305,6 +368,7 @@ def cached(
     negative_ttl: int | None = None,
     early_refresh: EarlyRefresh | None = None,
     serve_stale: ServeStale | None = None,
+    outbox: Outbox | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
     """Cache an async function's results under a key built from its arguments.
@@ -318,6 +382,9 @@ def cached(
             ``None``: a ``None`` result is not cached.
         early_refresh: recompute hot keys before they expire (XFetch); default off.
         serve_stale: serve the last known value while the cache is unavailable; default off.
+        outbox: the :class:`~resilient_cache.patterns.Outbox` through which
+            :meth:`CachedFunction.invalidate` deletes (a failed delete is replayed on
+            recovery); default ``outbox_for(cache)``, looked up when needed.
         clock: seconds, shared by every process using the keys (wall-clock time by default):
             it dates the expiries stored with the values and measures computation times and
             staleness (a test seam).
@@ -325,7 +392,9 @@ def cached(
     Raises:
         ConfigurationError: when decorating: a function that is not ``async def``, a key
             template that does not fit its signature, a bad ``ttl``/``negative_ttl``, a
-            ``cache`` or ``serializer`` of the wrong shape.
+            ``cache`` or ``serializer`` of the wrong shape, an ``outbox`` of another cache;
+            no ``outbox`` for a Redis cache without a namespace (the default outbox's
+            overflow action would empty the whole database).
     """
     if not isinstance(cache, CacheProtocol):
         raise ConfigurationError("cache", f"must be a CacheProtocol, got {type(cache).__name__}")
@@ -340,6 +409,12 @@ def cached(
     ):
         if option is not None and not isinstance(option, kind):
             raise ConfigurationError(setting, f"must be a {kind.__name__} or None")
+    if outbox is None:
+        check_flush_is_scoped(cache, "outbox")
+    elif not isinstance(outbox, Outbox):
+        raise ConfigurationError("outbox", f"must be an Outbox or None, got {type(outbox)}")
+    elif backend_of(outbox.cache) is not backend_of(cache):
+        raise ConfigurationError("outbox", "must be an Outbox of the same cache")
     policy = _Policy(
         ttl=_seconds("ttl", ttl),
         negative_ttl=None if negative_ttl is None else _seconds("negative_ttl", negative_ttl),
@@ -353,6 +428,7 @@ def cached(
         name = getattr(fn, "__qualname__", repr(fn))
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError("cached", f"{name} is not an async function (async def)")
-        return CachedFunction(fn, cache, KeyTemplate(key, inspect.signature(fn), name), policy)
+        template = KeyTemplate(key, inspect.signature(fn), name)
+        return CachedFunction(fn, cache, template, policy, outbox)
 
     return decorate
