@@ -52,19 +52,19 @@ deps: ## Install missing system servers (redis-server) via scripts/install-deps.
 	@scripts/install-deps.sh
 
 lint: $(STAMP) ## ruff check + ruff format --check
-	$(BIN)/ruff check src tests examples grafana
-	$(BIN)/ruff format --check src tests examples grafana
+	$(BIN)/ruff check src tests examples grafana scripts
+	$(BIN)/ruff format --check src tests examples grafana scripts
 
 typecheck: $(STAMP) ## mypy (configured in pyproject.toml)
 	$(BIN)/mypy
 
 format: $(STAMP) ## ruff format + ruff check --fix
-	$(BIN)/ruff format src tests examples grafana
-	$(BIN)/ruff check --fix src tests examples grafana
+	$(BIN)/ruff format src tests examples grafana scripts
+	$(BIN)/ruff check --fix src tests examples grafana scripts
 
 test: $(STAMP) deps ## lint, typecheck, then the whole pytest suite
-	$(BIN)/ruff check src tests examples grafana
-	$(BIN)/ruff format --check src tests examples grafana
+	$(BIN)/ruff check src tests examples grafana scripts
+	$(BIN)/ruff format --check src tests examples grafana scripts
 	$(BIN)/mypy
 	$(BIN)/pytest
 

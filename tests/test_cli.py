@@ -171,3 +171,68 @@ def test_a_stopped_demo_leaves_no_process_behind(
     demo.send_signal(signum)
     assert demo.wait(timeout=30) == exit_code
     assert (count("redis-server"), count("toxiproxy-serve")) == before
+
+
+def _jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_warm_writes_good_lines_and_reports_bad_ones_by_number(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    assert redis_server.command("FLUSHALL") == "+OK"
+    source = _jsonl(tmp_path / "items.jsonl", [
+        json.dumps({"key": "user:1", "value": "Ada"}),
+        json.dumps({"key": "user:2", "value": {"name": "Grace", "id": 2}, "ttl": 60}),
+        "not json, secret-pii-1",
+        "",
+        json.dumps({"key": "user:3"}),
+        json.dumps(["key", "secret-pii-2"]),
+        json.dumps({"key": "user:4", "value": "x", "ttl": -1}),
+        json.dumps({"key": "user:5", "value": 5}),
+    ])  # fmt: skip
+    result = run_cli("warm", "--from", str(source), "--ttl", "300", "--batch-size", "2",
+                     env={"CACHE_REDIS_URL": redis_server.url})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = "warm done: 3 written, 0 failed (in 0 batches), 0 skipped, 4 invalid lines"
+    assert summary in result.stdout
+    for number in (3, 5, 6, 7):
+        assert f"line {number}: " in result.stderr
+    assert "secret-pii" not in result.stdout + result.stderr
+
+    async def stored() -> tuple[object, ...]:
+        async with RedisAdapter.from_url(redis_server.url) as cache:
+            return (await cache.get_many(["user:1", "user:2", "user:4", "user:5"]),
+                    await cache.ttl("user:1"), await cache.ttl("user:2"))  # fmt: skip
+
+    values, ttl_default, ttl_own = asyncio.run(stored())
+    assert values == Success(
+        {"user:1": "Ada", "user:2": '{"name":"Grace","id":2}', "user:4": None, "user:5": "5"}
+    )
+    assert ttl_default == Success(300)
+    assert ttl_own == Success(60)
+
+
+def test_warm_stops_early_with_exit_1_when_redis_is_down(tmp_path: Path) -> None:
+    source = _jsonl(tmp_path / "items.jsonl",
+                    [json.dumps({"key": f"k{i}", "value": "v"}) for i in range(100)])  # fmt: skip
+    result = run_cli("warm", "--from", str(source), "--batch-size", "10",
+                     "--redis-url", f"redis://{LOOPBACK}:{free_port()}/0")  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "warm unavailable: 0 written" in result.stdout
+    assert "last error: set_many: " in result.stdout
+
+
+def test_warm_from_a_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.jsonl"
+    result = run_cli("warm", "--from", str(missing))
+    assert result.returncode == 2
+    assert f"cannot read {missing}: No such file or directory" in result.stderr
+
+
+def test_warm_refuses_a_bad_option_with_exit_2(tmp_path: Path) -> None:
+    source = _jsonl(tmp_path / "items.jsonl", [])
+    result = run_cli("warm", "--from", str(source), "--batch-size", "0")
+    assert result.returncode == 2
+    assert "--batch-size: must be >= 1" in result.stderr

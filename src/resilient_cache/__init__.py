@@ -20,6 +20,7 @@ from resilient_cache.domain.validation import Limits
 from resilient_cache.keys import KeyHasher, cache_key, hash_identifier
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
+from resilient_cache.layers.compression import CompressionLayer
 from resilient_cache.layers.encryption import EncryptionLayer, generate_encryption_key
 from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
@@ -33,8 +34,10 @@ from resilient_cache.patterns import (
     ServeStale,
     SessionStore,
     TokenCache,
+    WarmReport,
     cached,
     invalidate,
+    warm,
 )
 from resilient_cache.redaction import SecretScrubber, scrub_secrets
 from resilient_cache.settings import (
@@ -59,6 +62,7 @@ __all__ = [
     "CacheScript",
     "CacheSettings",
     "CircuitBreakerLayer",
+    "CompressionLayer",
     "ConfigurationError",
     "DetailValue",
     "EarlyRefresh",
@@ -95,6 +99,7 @@ __all__ = [
     "TokenCache",
     "TracingLayer",
     "UnwrapError",
+    "WarmReport",
     "__version__",
     "build_cache",
     "cache_key",
@@ -107,4 +112,5 @@ __all__ = [
     "invalidate",
     "redact_url",
     "scrub_secrets",
+    "warm",
 ]

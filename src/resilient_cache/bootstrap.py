@@ -6,6 +6,7 @@ The order, outermost first, and why::
       -> MetricsLayer         what callers see: RED, hits/misses/fallbacks
       -> TracingLayer         one OpenTelemetry CLIENT span per call
       -> LoggingLayer         failures, retries, breaker transitions
+      -> CompressionLayer     only with CACHE_COMPRESSION__ENABLED: large values compressed
       -> RetryLayer           the deadline over the whole call; safe retries; retry budget
       -> CircuitBreakerLayer  closed / open / half-open; probes; no I/O while open
       -> EncryptionLayer      only with CACHE_ENCRYPTION__KEYS: AES-GCM per value
@@ -37,6 +38,7 @@ from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.layers._base import Layer
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
+from resilient_cache.layers.compression import CompressionLayer
 from resilient_cache.layers.encryption import EncryptionLayer
 from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
@@ -97,6 +99,8 @@ def build_cache(
         sleep=sleep,
     )
     stack: Layer = retry
+    if settings.compression.enabled:  # outside retry: a retried write is compressed once
+        stack = CompressionLayer(stack, **settings.compression.layer_options())
     if o.logging:
         stack = logs = LoggingLayer(
             stack, cache_name=settings.name, logger=logger,

@@ -5,6 +5,8 @@
 * ``resilient-cache info``: the effective settings (secrets redacted) and the layer stack.
 * ``resilient-cache bench``: the benchmarks, against raw redis-py and its peers
   (resilient_cache.bench; needs a ``redis-server`` binary).
+* ``resilient-cache warm --from FILE.jsonl``: pre-populate the cache from a JSON Lines
+  file (resilient_cache.patterns.warming), streamed, with a progress line on a terminal.
 
 Settings come from the ``CACHE_*`` environment variables; ``--redis-url`` overrides
 ``CACHE_REDIS_URL``.
@@ -17,9 +19,9 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from resilient_cache.adapters.redis_options import redact_url
 from resilient_cache.domain.errors import ConfigurationError
@@ -28,6 +30,16 @@ from resilient_cache.domain.result import Failure
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+
+WARM_DESCRIPTION = """\
+Each line of FILE.jsonl is one JSON object:
+    {"key": "user:42", "value": "<a string, stored as is, or any JSON, stored encoded>",
+     "ttl": 3600}
+"ttl" (seconds) is optional and overrides --ttl; other fields are ignored; blank lines
+are skipped. Invalid lines are counted and reported by line number (never their content).
+The file is streamed. Exit code: 0 every valid line written, 1 stopped early (Redis
+unavailable, budget spent) or some writes failed, 2 usage or configuration error.
+"""
 
 BENCH_DESCRIPTION = """\
 The adapter, the whole stack and the stack with read coalescing against raw
@@ -86,7 +98,38 @@ def _parser() -> argparse.ArgumentParser:
         help="also rewrite the figures section of DIR/performance.md and "
         "DIR/performance-throughput.svg (a checkout's docs directory); ignored with --quick",
     )  # fmt: skip
+
+    warm = commands.add_parser(
+        "warm",
+        help="pre-populate the cache from a JSON Lines file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=WARM_DESCRIPTION,
+    )
+    warm.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE.jsonl",
+                      help="the items, one JSON object a line")  # fmt: skip
+    warm.add_argument("--ttl", type=_positive_int, help="default ttl, seconds (default: none)")
+    warm.add_argument("--batch-size", type=_positive_int, default=500, metavar="N",
+                      help="items per set_many (default 500)")  # fmt: skip
+    warm.add_argument("--concurrency", type=_positive_int, default=4, metavar="N",
+                      help="batches in flight (default 4)")  # fmt: skip
+    warm.add_argument("--budget", type=_positive_float, metavar="SECONDS",
+                      help="stop after this many seconds (default: no limit)")  # fmt: skip
+    warm.add_argument("--redis-url", help="default: CACHE_REDIS_URL")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_ping(args.redis_url))
         if args.command == "bench":
             return _bench(args)
+        if args.command == "warm":
+            return asyncio.run(_warm(args))
         return _info(args.redis_url)
     except ConfigurationError as exc:
         print(f"resilient-cache: configuration error: {exc}", file=sys.stderr)
@@ -172,6 +217,110 @@ def _bench(args: argparse.Namespace) -> int:
         if value is not None:
             argv += [f"--{option}", str(value)]
     return run_bench(argv, prog="resilient-cache bench")
+
+
+_SHOWN_INVALID: Final = 10
+"""Invalid lines reported one by one; the others are only counted."""
+
+
+class _JsonLines:
+    """The items of a JSON Lines file, streamed; counts the invalid lines and the bytes read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self.bytes_read = 0
+        self.invalid: list[tuple[int, str]] = []  # the first few: (line number, reason)
+        self.invalid_count = 0
+
+    def __iter__(self) -> Iterator[tuple[str, object, int | None]]:
+        with self.path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                self.bytes_read += len(raw)
+                if not raw.strip():
+                    continue
+                item = _parse_line(raw)
+                if isinstance(item, str):
+                    self.invalid_count += 1
+                    if len(self.invalid) < _SHOWN_INVALID:
+                        self.invalid.append((number, item))
+                    continue
+                yield item
+
+
+def _parse_line(raw: bytes) -> tuple[str, object, int | None] | str:
+    """The item of one line, or why the line is invalid (never quoting its content)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError included
+        return "not JSON (or not UTF-8)"
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    key, ttl = obj.get("key"), obj.get("ttl")
+    if not isinstance(key, str) or not key:
+        return '"key" must be a non-empty string'
+    if "value" not in obj:
+        return '"value" is missing'
+    value = obj["value"]
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            return '"value" holds NaN or Infinity, which JSON does not allow'
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+        return '"ttl" must be a whole number of seconds >= 1'
+    return key, value, ttl
+
+
+async def _warm(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from resilient_cache.bootstrap import build_cache  # noqa: PLC0415
+    from resilient_cache.patterns.warming import WarmProgress, warm  # noqa: PLC0415
+
+    try:
+        source = _JsonLines(args.source)
+        with args.source.open("rb"):  # readable, not only present
+            pass
+    except OSError as exc:
+        print(f"resilient-cache: cannot read {args.source}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    settings = _settings(args.redis_url)
+    tty = sys.stderr.isatty()
+    shown = [0.0]
+
+    def progress(p: WarmProgress) -> None:
+        now = time.monotonic()
+        if now - shown[0] < 0.1:  # at most 10 redraws a second
+            return
+        shown[0] = now
+        done = 100 * source.bytes_read / source.size if source.size else 100.0
+        print(f"\rwarming {done:5.1f}%  {p.written:,} written  {p.failed:,} failed  "
+              f"{p.rate:,.0f}/s ", end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    async with build_cache(settings, registry=CollectorRegistry()) as cache:
+        report = await warm(
+            cache, source, ttl=args.ttl, batch_size=args.batch_size,
+            concurrency=args.concurrency, budget=args.budget,
+            on_progress=progress if tty else None,
+        )  # fmt: skip
+    if tty:  # the final state, then a new line
+        shown[0] = 0.0
+        progress(report)
+        print(file=sys.stderr)
+    for number, reason in source.invalid:
+        print(f"line {number}: {reason}", file=sys.stderr)
+    if source.invalid_count > len(source.invalid):
+        print(f"... and {source.invalid_count - len(source.invalid)} more invalid lines",
+              file=sys.stderr)  # fmt: skip
+    print(f"warm {report.stopped_because}: {report.written} written, {report.failed} failed "
+          f"(in {report.failed_batches} batches), {report.skipped} skipped, "
+          f"{source.invalid_count} invalid lines, in {report.seconds:.1f} s "
+          f"({report.rate:,.0f}/s)")  # fmt: skip
+    if report.last_error is not None:
+        print(f"last error: {report.last_error}")
+    ok = report.stopped_because == "done" and report.failed == 0
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -80,6 +80,23 @@ class EncryptionSettings(BaseModel):
         }
 
 
+class CompressionSettings(BaseModel):
+    """Value compression (CompressionLayer); off unless ``enabled``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    enabled: bool = Field(False, description="compress values above the threshold")
+    threshold: int = Field(1024, ge=0, description="compress values longer than this (bytes)")
+    algorithm: Literal["auto", "zstd", "zlib"] = Field(
+        "auto", description="zstd if installed (the compression extra), else zlib"
+    )
+    level: int | None = Field(None, description="compression level; default: the algorithm's")
+
+    def layer_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~resilient_cache.CompressionLayer`."""
+        return {"threshold": self.threshold, "algorithm": self.algorithm, "level": self.level}
+
+
 class ObservabilitySettings(BaseModel):
     """Which telemetry layers the stack gets, and how chatty the logs are."""
 
@@ -214,6 +231,7 @@ class CacheSettings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    compression: CompressionSettings = CompressionSettings()
     cluster: ClusterSettings = ClusterSettings()
     sentinel: SentinelSettings = SentinelSettings()
 

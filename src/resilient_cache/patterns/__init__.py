@@ -8,7 +8,8 @@ library so that each holds up when Redis fails (docs/patterns.md):
 * :func:`invalidate` and :class:`Outbox`: invalidations that a Redis outage does not lose,
   and that reach ``@cached``'s in-process state (computations in flight, stale copies);
 * :class:`RateLimiter`: fixed and sliding windows, one atomic script per check;
-* :class:`SessionStore` and :class:`TokenCache`: the seed's sessions and provider tokens.
+* :class:`SessionStore` and :class:`TokenCache`: the seed's sessions and provider tokens;
+* :func:`warm`: pre-populate a cache at start-up, bounded in time and memory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from resilient_cache.patterns._cached import (
 from resilient_cache.patterns.invalidation import Outbox, OverflowAction, invalidate, outbox_for
 from resilient_cache.patterns.ratelimit import RateLimit, RateLimiter
 from resilient_cache.patterns.sessions import SessionStore, TokenCache
+from resilient_cache.patterns.warming import StopReason, WarmItem, WarmProgress, WarmReport, warm
 
 __all__ = [
     "JSON",
@@ -38,8 +40,13 @@ __all__ = [
     "Serializer",
     "ServeStale",
     "SessionStore",
+    "StopReason",
     "TokenCache",
+    "WarmItem",
+    "WarmProgress",
+    "WarmReport",
     "cached",
     "invalidate",
     "outbox_for",
+    "warm",
 ]

@@ -1,0 +1,75 @@
+"""The contract suite (tests/test_contract.py) over CompressionLayer, compressing eagerly.
+
+``threshold=0``: every value is tried, and stored compressed whenever its envelope is
+smaller. Every contract test runs here, around MemoryCache and around RedisAdapter, except
+those listed in ``NOT_FOR_COMPRESSION`` with why. A new contract test runs here at once;
+``test_every_contract_test_is_run_or_excused`` notices one that is neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import tests.test_contract as contract
+from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter, Success
+from resilient_cache.layers.compression import Algorithm, CompressionLayer
+from resilient_cache.testing import ManualClock
+from tests.conftest import CacheFactory
+from tests.servers import RedisServer
+
+NOT_FOR_COMPRESSION: dict[str, str] = {}
+
+CONTRACT_TESTS = sorted(name for name in vars(contract) if name.startswith("test_"))
+
+for _name in CONTRACT_TESTS:
+    if _name not in NOT_FOR_COMPRESSION:
+        globals()[_name] = getattr(contract, _name)
+
+
+def test_every_contract_test_is_run_or_excused() -> None:
+    assert set(NOT_FOR_COMPRESSION) <= set(CONTRACT_TESTS)
+    assert len(CONTRACT_TESTS) - len(NOT_FOR_COMPRESSION) >= 30
+
+
+@pytest.fixture(params=["zstd-memory", "zlib-memory", "zstd-redis"])
+async def make_cache(
+    request: pytest.FixtureRequest, clock: ManualClock
+) -> AsyncIterator[CacheFactory]:
+    """Like the conftest ``make_cache``, each cache wrapped in a CompressionLayer."""
+    name, backend = request.param.split("-")
+    algorithm: Algorithm = "zstd" if name == "zstd" else "zlib"
+    root = MemoryCache(clock=clock)
+    adapters: list[RedisAdapter] = []
+    url = ""
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url = server.url
+        assert server.command("FLUSHALL") == "+OK"
+
+    async def build(*, namespace: str | None = None, limits: Limits | None = None) -> CacheProtocol:
+        inner: CacheProtocol
+        if url:
+            adapter = RedisAdapter.from_url(url, namespace=namespace, limits=limits)
+            adapters.append(adapter)
+            inner = adapter
+        elif limits is not None:
+            inner = MemoryCache(namespace=namespace, clock=clock, limits=limits)
+        else:
+            inner = root if namespace is None else root.namespaced(namespace)
+        return CompressionLayer(inner, threshold=0, algorithm=algorithm)
+
+    yield build
+    for adapter in adapters:
+        await adapter.aclose()
+
+
+async def test_the_caches_here_compress(cache: CacheProtocol) -> None:
+    assert isinstance(cache, CompressionLayer)
+    await cache.set("k", "abc" * 100)
+    stored = (await cache.inner.get("k")).unwrap()
+    assert stored is not None
+    assert stored.startswith(f"z1:{cache.algorithm}:")
+    assert len(stored) < 300
+    assert await cache.get("k") == Success("abc" * 100)
