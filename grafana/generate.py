@@ -617,6 +617,81 @@ def panels() -> list[Json]:
         h=8,
     )
 
+    b.row("Near cache")
+    near = "resilient_cache_near_cache_lookups_total"
+    b.add(
+        timeseries(
+            "Near-cache lookups/s by result",
+            "Keys looked up in the in-process near cache: hit (served from memory, no network "
+            "call), miss (went to Redis). Nothing here when the near cache is not enabled.",
+            (f"sum by (result) ({rate(sel(near))})", "{{result}}"),
+            unit="ops",
+            stack=True,
+        ),
+        w=8,
+        h=8,
+    )
+    b.add(
+        timeseries(
+            "Near-cache hit ratio by cache",
+            "Near-cache hits over near-cache lookups. Drops to 0 while the invalidation "
+            "channel is down: the near cache is flushed and stops serving.",
+            (
+                f"sum by (cache) ({rate(sel(near, HIT))})\n/\n"
+                f"(sum by (cache) ({rate(sel(near))}) > 0)",
+                "{{cache}}",
+            ),
+            unit="percentunit",
+            max_value=1,
+        ),
+        w=8,
+        h=8,
+    )
+    b.add(
+        timeseries(
+            "Near-cache entries",
+            "Entries each instance holds in its near cache.",
+            (
+                f"sum by (instance, cache) ({sel('resilient_cache_near_cache_entries')})",
+                "{{cache}} @ {{instance}}",
+            ),
+            unit="short",
+        ),
+        w=8,
+        h=8,
+    )
+    b.add(
+        timeseries(
+            "Near-cache invalidations/s",
+            "Keys dropped because Redis announced a change (any client's write, expiry, "
+            "eviction) on the invalidation channel.",
+            (
+                f"sum by (cache) ({rate(sel('resilient_cache_near_cache_invalidations_total'))})",
+                "{{cache}}",
+            ),
+            unit="ops",
+        ),
+        w=12,
+        h=8,
+    )
+    b.add(
+        timeseries(
+            "Near-cache flushes by reason",
+            "Whole near-cache flushes: channel_lost (the invalidation channel dropped: "
+            "disconnect, failover, Redis down), breaker_open (the circuit breaker opened), "
+            "server_flush (FLUSHALL/FLUSHDB), local (flush or delete_pattern through the layer).",
+            (
+                f"sum by (reason) (increase({sel('resilient_cache_near_cache_flushes_total')}"
+                f"{RI}))",
+                "{{reason}}",
+            ),
+            unit="short",
+            bars=True,
+        ),
+        w=12,
+        h=8,
+    )
+
     b.row("Redis server (redis_exporter)")
     b.add(
         stat(

@@ -96,7 +96,7 @@ def test_the_command_takes_the_options_of_the_module_and_says_what_it_needs(
 ) -> None:
     with pytest.raises(SystemExit):
         cli_main(["--help"])
-    assert "{demo,ping,info,bench}" in capsys.readouterr().out
+    assert "{demo,ping,info,bench,warm}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli_main(["bench", "--help"])
     command = capsys.readouterr().out

@@ -6,6 +6,7 @@ raising, so the service embedding the cache keeps working.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from resilient_cache.adapters._tracking import RedisTrackingSource
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
@@ -13,6 +14,7 @@ from resilient_cache.adapters.redis_options import Endpoint, PoolStats, RedisOpt
 from resilient_cache.bootstrap import build_cache, get_cache
 from resilient_cache.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
+from resilient_cache.domain.invalidation import InvalidationSource
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
 from resilient_cache.domain.scripts import CacheScript, ScriptRunner
@@ -24,6 +26,7 @@ from resilient_cache.layers.compression import CompressionLayer
 from resilient_cache.layers.encryption import EncryptionLayer, generate_encryption_key
 from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
+from resilient_cache.layers.near_cache import NearCacheLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
 from resilient_cache.layers.tracing import TracingLayer
 from resilient_cache.patterns import (
@@ -70,6 +73,7 @@ __all__ = [
     "Endpoint",
     "ErrorCode",
     "Failure",
+    "InvalidationSource",
     "JsonInput",
     "JsonValue",
     "KeyHasher",
@@ -78,6 +82,7 @@ __all__ = [
     "LoggingLayer",
     "MemoryCache",
     "MetricsLayer",
+    "NearCacheLayer",
     "ObservabilitySettings",
     "Outbox",
     "PoolStats",
@@ -87,6 +92,7 @@ __all__ = [
     "RedisClusterAdapter",
     "RedisOptions",
     "RedisSettings",
+    "RedisTrackingSource",
     "Result",
     "RetryBudget",
     "RetryLayer",

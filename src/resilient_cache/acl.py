@@ -42,12 +42,17 @@ here, it ignores the refusal (add ``+client|setinfo`` to see the library in
 """
 
 
-def acl_rules(namespace: str | None) -> str:
+NEAR_CACHE_RULES: Final = "+client|id +client|tracking +subscribe &__redis__:invalidate"
+"""What the near cache's invalidation channel adds: client tracking and its channel."""
+
+
+def acl_rules(namespace: str | None, *, near_cache: bool = False) -> str:
     """The ACL rules for the cache's user, for ``ACL SETUSER <user> on ><password> <rules>``.
 
     ``namespace`` confines the user to the keys ``<namespace>:*``; without one (``None``)
     the user may touch every key of the databases it can select, so give the cache a
-    namespace.
+    namespace. ``near_cache``: also what the near cache's channel needs
+    (:data:`NEAR_CACHE_RULES`).
 
     >>> acl_rules("app")
     'resetkeys ~app:* resetchannels -@all +get +mget +set +mset +multi +exec +exists +expire \
@@ -59,4 +64,5 @@ def acl_rules(namespace: str | None) -> str:
     """
     keys = f"~{check_namespace(namespace)}:*" if namespace is not None else "~*"
     commands = " ".join(f"+{command}" for command in LIBRARY_COMMANDS)
-    return f"resetkeys {keys} resetchannels -@all {commands}"
+    rules = f"resetkeys {keys} resetchannels -@all {commands}"
+    return f"{rules} {NEAR_CACHE_RULES}" if near_cache else rules

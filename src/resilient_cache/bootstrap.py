@@ -6,6 +6,8 @@ The order, outermost first, and why::
       -> MetricsLayer         what callers see: RED, hits/misses/fallbacks
       -> TracingLayer         one OpenTelemetry CLIENT span per call
       -> LoggingLayer         failures, retries, breaker transitions
+      -> NearCacheLayer       only with CACHE_NEAR_CACHE__ENABLED: hot keys from memory,
+                              dropped on any write announced by Redis client tracking
       -> CompressionLayer     only with CACHE_COMPRESSION__ENABLED: large values compressed
       -> RetryLayer           the deadline over the whole call; safe retries; retry budget
       -> CircuitBreakerLayer  closed / open / half-open; probes; no I/O while open
@@ -33,6 +35,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from resilient_cache.adapters._tracking import RedisTrackingSource
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.protocol import CacheProtocol
@@ -42,6 +45,7 @@ from resilient_cache.layers.compression import CompressionLayer
 from resilient_cache.layers.encryption import EncryptionLayer
 from resilient_cache.layers.logs import LoggingLayer
 from resilient_cache.layers.metrics import MetricsLayer
+from resilient_cache.layers.near_cache import NearCacheLayer
 from resilient_cache.layers.retry import RetryBudget, RetryLayer
 from resilient_cache.layers.tracing import TracingLayer
 from resilient_cache.settings import CacheSettings
@@ -101,6 +105,14 @@ def build_cache(
     stack: Layer = retry
     if settings.compression.enabled:  # outside retry: a retried write is compressed once
         stack = CompressionLayer(stack, **settings.compression.layer_options())
+    near = settings.near_cache
+    if near.enabled:  # outside compression: a hit is never decompressed again
+        stack = NearCacheLayer(
+            stack,
+            RedisTrackingSource.for_adapter(adapter, ping_interval=near.ping_interval),
+            max_entries=near.max_entries, max_bytes=near.max_bytes, max_age=near.max_age,
+            cache_name=settings.name, registry=registry,
+        )  # fmt: skip
     if o.logging:
         stack = logs = LoggingLayer(
             stack, cache_name=settings.name, logger=logger,

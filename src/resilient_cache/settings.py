@@ -97,6 +97,20 @@ class CompressionSettings(BaseModel):
         return {"threshold": self.threshold, "algorithm": self.algorithm, "level": self.level}
 
 
+class NearCacheSettings(BaseModel):
+    """The in-process near cache (NearCacheLayer), kept coherent by Redis client tracking."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    enabled: bool = Field(False, description="serve hot keys from process memory")
+    max_entries: int = Field(10_000, ge=1, description="entries held at most")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1, description="bytes held at most")
+    max_age: float = Field(60.0, gt=0, description="seconds an entry is served at most")
+    ping_interval: float = Field(
+        1.0, gt=0, description="silence after which the channel is pinged (lost after 2x)"
+    )
+
+
 class ObservabilitySettings(BaseModel):
     """Which telemetry layers the stack gets, and how chatty the logs are."""
 
@@ -232,6 +246,7 @@ class CacheSettings(BaseSettings):
     observability: ObservabilitySettings = ObservabilitySettings()
     encryption: EncryptionSettings = EncryptionSettings()
     compression: CompressionSettings = CompressionSettings()
+    near_cache: NearCacheSettings = NearCacheSettings()
     cluster: ClusterSettings = ClusterSettings()
     sentinel: SentinelSettings = SentinelSettings()
 

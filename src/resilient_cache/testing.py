@@ -28,6 +28,7 @@ from typing import Final, Self, TypeVar
 
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.domain.errors import CacheError, ErrorCode
+from resilient_cache.domain.invalidation import ManualInvalidations
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
 from resilient_cache.layers._base import Call, Layer
@@ -35,6 +36,7 @@ from resilient_cache.layers._base import Call, Layer
 __all__ = [
     "LOOPBACK",
     "ManualClock",
+    "ManualInvalidations",
     "MemoryCache",
     "RedisServer",
     "ScriptedCache",

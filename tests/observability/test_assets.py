@@ -68,6 +68,10 @@ LIBRARY_METRICS = {
     "resilient_cache_circuit_breaker_state",
     "resilient_cache_circuit_breaker_transitions_total",
     "resilient_cache_pool_connections",
+    "resilient_cache_near_cache_lookups_total",
+    "resilient_cache_near_cache_invalidations_total",
+    "resilient_cache_near_cache_flushes_total",
+    "resilient_cache_near_cache_entries",
 }
 # The redis_exporter (oliver006) metrics the assets may use.
 REDIS_EXPORTER_METRICS = {
@@ -93,6 +97,7 @@ ROWS = [
     "Resilience",
     "Latency",
     "Connection pool",
+    "Near cache",
     "Redis server (redis_exporter)",
 ]
 ALERTS = {
@@ -619,6 +624,15 @@ def synthetic_exposition(n: int) -> str:
         "# TYPE resilient_cache_pool_connections gauge",
         f'resilient_cache_pool_connections{{{labels},state="idle"}} 3',
         f'resilient_cache_pool_connections{{{labels},state="used"}} 2',
+        "# TYPE resilient_cache_near_cache_lookups_total counter",
+        f'resilient_cache_near_cache_lookups_total{{{labels},result="hit"}} {n * 9}',
+        f'resilient_cache_near_cache_lookups_total{{{labels},result="miss"}} {n}',
+        "# TYPE resilient_cache_near_cache_invalidations_total counter",
+        f"resilient_cache_near_cache_invalidations_total{{{labels}}} {n}",
+        "# TYPE resilient_cache_near_cache_flushes_total counter",
+        f'resilient_cache_near_cache_flushes_total{{{labels},reason="channel_lost"}} {n}',
+        "# TYPE resilient_cache_near_cache_entries gauge",
+        f"resilient_cache_near_cache_entries{{{labels}}} 100",
     ]
     return "\n".join(lines) + "\n"
 

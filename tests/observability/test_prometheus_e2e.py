@@ -148,9 +148,11 @@ async def test_every_panel_has_data_and_the_breaker_alert_fires(
     registry = CollectorRegistry()
     port = free_port()
     server, thread = start_http_server(port, addr=LOOPBACK, registry=registry)
-    cache = build_cache(
-        CacheSettings(redis_url=proxy_url(redis_proxy), name="e2e"), registry=registry
-    )
+    settings = CacheSettings.model_validate(
+        {"redis_url": proxy_url(redis_proxy), "name": "e2e", "namespace": "e2e",
+         "near_cache": {"enabled": True, "ping_interval": 0.2}}  # its row needs data too
+    )  # fmt: skip
+    cache = build_cache(settings, registry=registry)
     breaker = cache.find(CircuitBreakerLayer)
     assert breaker is not None
     with tempfile.TemporaryDirectory(prefix="resilient-cache-prometheus-") as workdir:

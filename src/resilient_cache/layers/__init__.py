@@ -2,5 +2,10 @@
 
 Stacked by :func:`resilient_cache.build_cache` in this order (outermost first)::
 
-    caller -> RetryLayer -> CircuitBreakerLayer -> RedisAdapter -> Redis
+    caller -> MetricsLayer -> TracingLayer -> LoggingLayer
+           -> [NearCacheLayer] -> [CompressionLayer]
+           -> RetryLayer -> CircuitBreakerLayer -> [EncryptionLayer] -> adapter -> Redis
+
+(bracketed layers only when their settings turn them on; the order and its reasons are in
+:mod:`resilient_cache.bootstrap`).
 """
