@@ -62,10 +62,7 @@ NOT_FOR_HASH_TAGS = {
     "test_the_namespace_prefix_is_visible_without_a_namespace": "the prefix is {tenant}:",
 }
 
-CONTRACT_TESTS = sorted(name for name in vars(contract) if name.startswith("test_"))
-
-for _name in CONTRACT_TESTS:
-    globals()[_name] = getattr(contract, _name)
+CONTRACT_TESTS = contract.reuse(globals())
 
 DEADLINE = 0.5
 SLACK = 0.1  # the same slack as the fault suite for a call to count as bounded

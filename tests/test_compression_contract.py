@@ -21,11 +21,7 @@ from tests.servers import RedisServer
 
 NOT_FOR_COMPRESSION: dict[str, str] = {}
 
-CONTRACT_TESTS = sorted(name for name in vars(contract) if name.startswith("test_"))
-
-for _name in CONTRACT_TESTS:
-    if _name not in NOT_FOR_COMPRESSION:
-        globals()[_name] = getattr(contract, _name)
+CONTRACT_TESTS = contract.reuse(globals(), NOT_FOR_COMPRESSION)
 
 
 def test_every_contract_test_is_run_or_excused() -> None:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -409,3 +409,22 @@ async def test_flush_without_namespace_empties_the_database(make_cache: CacheFac
 
 async def test_ping(cache: CacheProtocol) -> None:
     assert await cache.ping() == Success(True)
+
+
+# -- reuse by other modules --------------------------------------------------------------
+
+
+def reuse(module: dict[str, Any], excused: Mapping[str, str] | None = None) -> list[str]:
+    """Run this contract in another test module (a layer, a topology) with its own
+    ``make_cache``: every ``test_*`` function here is placed in ``module`` (its globals),
+    except the ``excused`` ones, each with the reason it cannot hold there.
+
+    Returns every contract test's name; assert on it that the excused ones exist and that
+    enough ran, so that a new contract test is never silently left out.
+    """
+    names = sorted(name for name, value in globals().items() if name.startswith("test_")
+                   and callable(value))  # fmt: skip
+    for name in names:
+        if name not in (excused or {}):
+            module[name] = globals()[name]
+    return names

@@ -29,11 +29,7 @@ NOT_FOR_ENCRYPTION = {
     "test_value_larger_than_limit_is_rejected_before_sending": "limit after encryption",
 }
 
-CONTRACT_TESTS = sorted(name for name in vars(contract) if name.startswith("test_"))
-
-for _name in CONTRACT_TESTS:
-    if _name not in NOT_FOR_ENCRYPTION:
-        globals()[_name] = getattr(contract, _name)
+CONTRACT_TESTS = contract.reuse(globals(), NOT_FOR_ENCRYPTION)
 
 
 def test_every_contract_test_is_run_or_excused() -> None:

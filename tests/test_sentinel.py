@@ -90,9 +90,7 @@ def report(label: str, text: str) -> None:
 
 # --- the contract suite, against a Sentinel-backed adapter ---------------------------------
 
-CONTRACT_TESTS = sorted(name for name in vars(contract) if name.startswith("test_"))
-for _name in CONTRACT_TESTS:
-    globals()[_name] = getattr(contract, _name)
+CONTRACT_TESTS = contract.reuse(globals())
 
 
 def test_the_whole_contract_suite_runs_here() -> None:
