@@ -55,22 +55,17 @@ import base64
 import binascii
 import zlib
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
-from resilient_cache.domain.protocol import CacheProtocol, JsonInput, JsonValue
+from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     Limits,
-    dump_json,
-    encode_key,
-    encode_keys,
-    invalid,
-    load_json,
 )
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers._base import Call
+from resilient_cache.layers._codec import ValueCodecLayer
 
 if TYPE_CHECKING:
     import zstandard
@@ -88,17 +83,8 @@ LEVELS: Final = {"zstd": (-131072, 22, 3), "zlib": (1, 9, 6)}
 
 Algorithm = Literal["auto", "zstd", "zlib"]
 
+
 # Sizes are the inner cache's to check, on the stored form: only type/emptiness/UTF-8 here.
-_UNBOUNDED: Final = Limits(max_key_bytes=2**62, max_value_bytes=2**62)
-
-
-def _told_as(operation: str, result: Result[T, CacheError]) -> Result[T, CacheError]:
-    """The inner call's result, a failure told as the caller's operation (get_json, not get)."""
-    if isinstance(result, Failure) and result.error.operation != operation:
-        return Failure(replace(result.error, operation=operation))
-    return result
-
-
 class _Corrupt(Exception):
     """Why a stored envelope did not decompress: a ``reason`` token and a message."""
 
@@ -108,7 +94,7 @@ class _Corrupt(Exception):
         self.message = message
 
 
-class CompressionLayer(Layer):
+class CompressionLayer(ValueCodecLayer):
     """Compresses values larger than ``threshold`` bytes (see the module docstring).
 
     Args:
@@ -130,6 +116,7 @@ class CompressionLayer(Layer):
     """
 
     name = "compression"
+    verb = "decompress"
 
     def __init__(
         self,
@@ -175,6 +162,7 @@ class CompressionLayer(Layer):
         self._algorithm: Literal["zstd", "zlib"] = algorithm
         self._level = level
         self._max = max_value_bytes
+        self.value_limits = Limits(max_key_bytes=2**62, max_value_bytes=max_value_bytes)
         self._zstd: zstandard.ZstdCompressor | None = None
         self._unzstd: zstandard.ZstdDecompressor | None = None
         if zstd:
@@ -210,6 +198,9 @@ class CompressionLayer(Layer):
 
     def _zlib_compress(self, raw: bytes) -> bytes:
         return zlib.compress(raw, self._level)
+
+    def _write(self, key: str, value: str, raw: bytes) -> str:
+        return self._encode(value, raw)
 
     def _encode(self, value: str, raw: bytes) -> str:
         """The stored form of ``value`` (``raw``: its UTF-8 bytes)."""
@@ -282,28 +273,6 @@ class CompressionLayer(Layer):
         except zstandard.ZstdError as exc:
             raise _Corrupt("corrupt", "stored value's zstd data is corrupt") from exc
 
-    def _check_value(self, operation: str, key: str, value: object) -> bytes | CacheError:
-        if not isinstance(value, str):
-            return invalid(
-                operation,
-                key,
-                f"value must be a str, got {type(value).__name__} (use set_json for other types)",
-            )
-        try:
-            raw = value.encode()
-        except UnicodeEncodeError:
-            return invalid(operation, key, "value is not encodable as UTF-8 (lone surrogate)")
-        if len(raw) > self._max:
-            return invalid(
-                operation,
-                key,
-                f"value is {len(raw)} bytes, larger than the compression layer's "
-                f"max_value_bytes={self._max}",
-                size=len(raw),
-                limit=self._max,
-            )
-        return raw
-
     def _read(self, operation: str, key: str, stored: str) -> Result[str, CacheError]:
         try:
             return Success(self._decode(stored))
@@ -318,105 +287,3 @@ class CompressionLayer(Layer):
                     cause=corrupt.__cause__,
                 )
             )
-
-    # -- values: compress on the way in, decompress on the way out -----------------------
-
-    async def get(self, key: str) -> Result[str | None, CacheError]:
-        """See :meth:`CacheProtocol.get`; a corrupt envelope is ``SERIALIZATION``."""
-        return await self._get("get", key)
-
-    async def _get(self, operation: str, key: str) -> Result[str | None, CacheError]:
-        checked = encode_key(operation, key, _UNBOUNDED)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        result = await self._inner.get(key)
-        if isinstance(result, Failure) or result.value is None:
-            return _told_as(operation, result)
-        return self._read(operation, key, result.value)
-
-    async def get_json(self, key: str) -> Result[JsonValue, CacheError]:
-        """See :meth:`CacheProtocol.get_json`: decompress, then decode."""
-        result = await self._get("get_json", key)
-        if isinstance(result, Failure) or result.value is None:
-            return result
-        return load_json("get_json", key, result.value)
-
-    async def set(self, key: str, value: str, ttl: int | None = None) -> Result[None, CacheError]:
-        """See :meth:`CacheProtocol.set`; stores the compressed form if it is smaller."""
-        return await self._set("set", key, value, ttl)
-
-    async def set_json(
-        self, key: str, value: JsonInput, ttl: int | None = None
-    ) -> Result[None, CacheError]:
-        """See :meth:`CacheProtocol.set_json`: encode, then compress."""
-        text = dump_json("set_json", key, value)
-        if isinstance(text, CacheError):
-            return Failure(text)
-        return await self._set("set_json", key, text, ttl)
-
-    async def _set(
-        self, operation: str, key: str, value: str, ttl: int | None
-    ) -> Result[None, CacheError]:
-        checked = encode_key(operation, key, _UNBOUNDED)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        raw = self._check_value(operation, key, value)
-        if isinstance(raw, CacheError):
-            return Failure(raw)
-        return _told_as(operation, await self._inner.set(key, self._encode(value, raw), ttl))
-
-    async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
-        """See :meth:`CacheProtocol.get_many`; one corrupt envelope fails the batch."""
-        encoded = encode_keys("get_many", keys, _UNBOUNDED)
-        if isinstance(encoded, CacheError):
-            return Failure(encoded)
-        result = await self._inner.get_many(keys)
-        if isinstance(result, Failure):
-            return result
-        found: dict[str, str | None] = {}
-        errors: list[CacheError] = []
-        for key, stored in result.value.items():
-            if stored is None:
-                found[key] = None
-                continue
-            opened = self._read("get_many", key, stored)
-            if isinstance(opened, Failure):
-                errors.append(opened.error)
-            else:
-                found[key] = opened.value
-        if not errors:
-            return Success(found)
-        first = errors[0]
-        return Failure(
-            CacheError.of(
-                ErrorCode.SERIALIZATION,
-                f"{len(errors)} of {len(result.value)} stored values did not decompress; "
-                f"the first: {first.message}",
-                operation="get_many",
-                key=first.key,
-                details={**first.details, "rejected": len(errors), "keys": len(result.value)},
-            )
-        )
-
-    async def set_many(
-        self, mapping: dict[str, str], ttl: int | None = None
-    ) -> Result[None, CacheError]:
-        """See :meth:`CacheProtocol.set_many`; each value compressed on its own, all or nothing."""
-        if not isinstance(mapping, dict):
-            return Failure(
-                invalid(
-                    "set_many",
-                    None,
-                    f"mapping must be a dict of str to str, got {type(mapping).__name__}",
-                )
-            )
-        stored: dict[str, str] = {}
-        for key, value in mapping.items():
-            checked = encode_key("set_many", key, _UNBOUNDED)
-            if isinstance(checked, CacheError):
-                return Failure(checked)
-            raw = self._check_value("set_many", key, value)
-            if isinstance(raw, CacheError):
-                return Failure(raw)
-            stored[key] = self._encode(value, raw)
-        return await self._inner.set_many(stored, ttl)

@@ -55,41 +55,26 @@ the adapter's namespace (or around the whole stack ``build_cache`` returns).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
-from resilient_cache.domain.protocol import CacheProtocol, JsonInput, JsonValue
+from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.validation import (
-    Limits,
-    dump_json,
     encode_key,
-    encode_keys,
-    encode_mapping,
-    encode_value,
     invalid,
-    load_json,
 )
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers._base import Call
+from resilient_cache.layers._codec import UNBOUNDED, ValueCodecLayer
 from resilient_cache.layers._envelope import MAGIC, Keyring, generate_encryption_key
 
 __all__ = ["EncryptionLayer", "generate_encryption_key"]
 
 T = TypeVar("T")
 
+
 # Sizes are the inner cache's to check, on the envelope: only type/emptiness/UTF-8 here.
-_UNBOUNDED: Final = Limits(max_key_bytes=2**62, max_value_bytes=2**62)
-
-
-def _told_as(operation: str, result: Result[T, CacheError]) -> Result[T, CacheError]:
-    """The inner call's result, a failure told as the caller's operation (get_json, not get)."""
-    if isinstance(result, Failure) and result.error.operation != operation:
-        return Failure(replace(result.error, operation=operation))
-    return result
-
-
-class EncryptionLayer(Layer):
+class EncryptionLayer(ValueCodecLayer):
     """Encrypts values with AES-256-GCM, bound to their key (see the module docstring).
 
     Args:
@@ -110,6 +95,7 @@ class EncryptionLayer(Layer):
     """
 
     name = "encryption"
+    verb = "open"
 
     def __init__(
         self,
@@ -179,98 +165,14 @@ class EncryptionLayer(Layer):
             ErrorCode.SERIALIZATION, message, operation=operation, key=key, details=details
         )
 
+    def _write(self, key: str, value: str, raw: bytes) -> str:
+        return self._seal(key, raw)
+
     def _read(self, operation: str, key: str, stored: str) -> Result[str, CacheError]:
         opened = self._open(operation, key, stored, plaintext_ok=self._accept_plaintext)
         return Failure(opened) if isinstance(opened, CacheError) else Success(opened[1])
 
     # -- values: encrypt on the way in, decrypt on the way out -----------------------
-
-    async def get(self, key: str) -> Result[str | None, CacheError]:
-        """See :meth:`CacheProtocol.get`; a value that does not open is ``SERIALIZATION``."""
-        return await self._get("get", key)
-
-    async def _get(self, operation: str, key: str) -> Result[str | None, CacheError]:
-        checked = encode_key(operation, key, _UNBOUNDED)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        result = await self._inner.get(key)
-        if isinstance(result, Failure) or result.value is None:
-            return _told_as(operation, result)
-        return self._read(operation, key, result.value)
-
-    async def get_json(self, key: str) -> Result[JsonValue, CacheError]:
-        """See :meth:`CacheProtocol.get_json`: decrypt, then decode."""
-        result = await self._get("get_json", key)
-        if isinstance(result, Failure) or result.value is None:
-            return result
-        return load_json("get_json", key, result.value)
-
-    async def set(self, key: str, value: str, ttl: int | None = None) -> Result[None, CacheError]:
-        """See :meth:`CacheProtocol.set`; stores the envelope."""
-        return await self._set("set", key, value, ttl)
-
-    async def set_json(
-        self, key: str, value: JsonInput, ttl: int | None = None
-    ) -> Result[None, CacheError]:
-        """See :meth:`CacheProtocol.set_json`: encode, then encrypt."""
-        text = dump_json("set_json", key, value)
-        if isinstance(text, CacheError):
-            return Failure(text)
-        return await self._set("set_json", key, text, ttl)
-
-    async def _set(
-        self, operation: str, key: str, value: str, ttl: int | None
-    ) -> Result[None, CacheError]:
-        checked = encode_key(operation, key, _UNBOUNDED)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        raw = encode_value(operation, key, value, _UNBOUNDED)
-        if isinstance(raw, CacheError):
-            return Failure(raw)
-        return _told_as(operation, await self._inner.set(key, self._seal(key, raw), ttl))
-
-    async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
-        """See :meth:`CacheProtocol.get_many`; one value that does not open fails the batch."""
-        encoded = encode_keys("get_many", keys, _UNBOUNDED)
-        if isinstance(encoded, CacheError):
-            return Failure(encoded)
-        result = await self._inner.get_many(keys)
-        if isinstance(result, Failure):
-            return result
-        found: dict[str, str | None] = {}
-        errors: list[CacheError] = []
-        for key, stored in result.value.items():
-            if stored is None:
-                found[key] = None
-                continue
-            opened = self._read("get_many", key, stored)
-            if isinstance(opened, Failure):
-                errors.append(opened.error)
-            else:
-                found[key] = opened.value
-        if not errors:
-            return Success(found)
-        first = errors[0]
-        return Failure(
-            CacheError.of(
-                ErrorCode.SERIALIZATION,
-                f"{len(errors)} of {len(result.value)} stored values did not open; "
-                f"the first: {first.message}",
-                operation="get_many",
-                key=first.key,
-                details={**first.details, "rejected": len(errors), "keys": len(result.value)},
-            )
-        )
-
-    async def set_many(
-        self, mapping: dict[str, str], ttl: int | None = None
-    ) -> Result[None, CacheError]:
-        """See :meth:`CacheProtocol.set_many`; every value is encrypted, all or nothing."""
-        rows = encode_mapping("set_many", mapping, _UNBOUNDED)
-        if isinstance(rows, CacheError):
-            return Failure(rows)
-        sealed = {key: self._seal(key, raw_value) for key, _, _, raw_value in rows}
-        return await self._inner.set_many(sealed, ttl)
 
     # -- counters: Redis adds plaintext ----------------------------------------------
 
@@ -283,7 +185,7 @@ class EncryptionLayer(Layer):
         return await self._count("decrement", key, amount)
 
     async def _count(self, operation: str, key: str, amount: int) -> Result[int, CacheError]:
-        checked = encode_key(operation, key, _UNBOUNDED)
+        checked = encode_key(operation, key, UNBOUNDED)
         if isinstance(checked, CacheError):
             return Failure(checked)
         if not self._allow_counters:
@@ -332,7 +234,7 @@ class EncryptionLayer(Layer):
             )
 
         for key in keys:
-            checked = encode_key("reencrypt", key, _UNBOUNDED)
+            checked = encode_key("reencrypt", key, UNBOUNDED)
             if isinstance(checked, CacheError):
                 return stop(checked)
             first = await self._inner.get(key)
