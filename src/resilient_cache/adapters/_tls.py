@@ -2,18 +2,22 @@
 
 redis-py turns an ``ssl.SSLError`` into its own ``ConnectionError`` (the original is its
 context), and a port that speaks the other protocol shows up as a connection dropped before
-any reply. :func:`tls_failure` reads the first from the exception chain; :func:`probe_tls`
-asks the port itself, once, within the rest of the call's deadline.
+any reply. :func:`tls_failure` reads the first from the exception chain; :class:`TlsProbe` asks
+the port itself, off the call's path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import ssl
 from typing import Final
 
-PROBE_TIME: Final = 0.2
-PROBE_MARGIN: Final = 0.02  # the probe ends this long before the call's deadline
+PROBE_TIME: Final = 0.2  # the longest a probe may take
+PROBE_MARGIN: Final = 0.02  # a call stops waiting for the probe this long before its deadline
+PROBE_EVERY: Final = 10.0  # seconds between two probes of one adapter, however many resets
+WAIT_SHARE: Final = 0.25  # the share of a call's remaining time it may wait for a probe
 _CLIENT_CERT_ALERTS: Final = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "PEER DID NOT RETURN")
 
 
@@ -54,31 +58,81 @@ def cut_off(exc: BaseException) -> bool:
     return "reset by peer" in text or "closed by server" in text
 
 
-async def probe_tls(
-    host: object, port: object, *, tls: bool, client_certificate: bool, seconds: float
-) -> str | None:
-    """Probe ``host:port``: does it expect TLS, or a client certificate?
+class TlsProbe:
+    """Asks a port which protocol it speaks, after a new connection was dropped before any reply.
 
-    Runs only after a new connection was dropped before any reply, within ``seconds`` (the
-    rest of the call's deadline). ``None``: nothing to say about TLS.
+    A diagnosis may only add words to a failure (P9). So the probe runs as a task of its own,
+    bounded by the deadline of the call that started it: a call waits for it at most
+    ``WAIT_SHARE`` of its remaining time (on loopback a probe takes a few milliseconds), then
+    returns the error it has, while the probe finishes for the calls after it. One probe
+    runs at a time, at most once every ``every`` seconds, so a storm of resets costs one
+    probe. Its SSL contexts load no certificate store (that blocks the event loop for up
+    to 100 ms): the probe verifies nothing, it only reads which protocol answers.
     """
-    if not isinstance(host, str) or not isinstance(port, int) or seconds <= 0:
-        return None
-    if tls and client_certificate:
-        return None
-    context = ssl.create_default_context()
+
+    def __init__(
+        self, host: object, port: object, *, tls: bool, client_certificate: bool,
+        every: float = PROBE_EVERY,
+    ) -> None:  # fmt: skip
+        self._address = (host, port) if isinstance(host, str) and isinstance(port, int) else None
+        self._tls = tls
+        self._useful = self._address is not None and not (tls and client_certificate)
+        self._every = every
+        self._task: asyncio.Task[str | None] | None = None
+        self._started = -math.inf
+        self._verdict: str | None = None
+
+    async def explain(self, seconds_left: float) -> str | None:
+        """The diagnosis of the port, if one is known or arrives in time; ``None`` otherwise.
+
+        Never raises but the caller's own ``CancelledError``; returns by
+        ``seconds_left - PROBE_MARGIN``.
+        """
+        if not self._useful:
+            return None
+        loop = asyncio.get_running_loop()
+        budget = seconds_left - PROBE_MARGIN
+        if self._task is None and loop.time() - self._started >= self._every and budget > 0:
+            self._started = loop.time()
+            self._task = loop.create_task(self._probe(min(budget, PROBE_TIME)))
+            self._task.add_done_callback(self._done)
+        task = self._task
+        if task is not None and budget * WAIT_SHARE > 0:
+            await asyncio.wait((task,), timeout=budget * WAIT_SHARE)
+        return self._verdict
+
+    def cancel(self) -> None:
+        """Stop a probe in flight (the adapter is closing)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def _done(self, task: asyncio.Task[str | None]) -> None:
+        self._task = None
+        if not task.cancelled():
+            self._verdict = task.result()
+
+    async def _probe(self, seconds: float) -> str | None:
+        assert self._address is not None
+        host, port = self._address
+        try:
+            async with asyncio.timeout(seconds):
+                _, writer = await asyncio.open_connection(host, port, ssl=_context(self._tls))
+        except ssl.SSLError as exc:
+            if self._tls and any(word in str(exc).upper() for word in _CLIENT_CERT_ALERTS):
+                return "TLS: the server requires a client certificate (ssl_certfile, ssl_keyfile)"
+            return None
+        except (OSError, TimeoutError):
+            return None
+        writer.close()
+        return None if self._tls else "TLS: the server speaks TLS on this port (use rediss://)"
+
+
+@functools.cache
+def _context(tls: bool) -> ssl.SSLContext:
+    """A context that only asks which protocol a port speaks (no certificates, none loaded)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # only asks which protocol the port speaks
+    context.verify_mode = ssl.CERT_NONE
     if tls:  # TLS 1.2 asks for a client certificate during the handshake itself
         context.maximum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        async with asyncio.timeout(min(seconds, PROBE_TIME)):
-            _, writer = await asyncio.open_connection(host, port, ssl=context)
-    except ssl.SSLError as exc:
-        if tls and any(word in str(exc).upper() for word in _CLIENT_CERT_ALERTS):
-            return "TLS: the server requires a client certificate (ssl_certfile, ssl_keyfile)"
-        return None
-    except (OSError, TimeoutError):
-        return None
-    writer.close()
-    return None if tls else "TLS: the server speaks TLS on this port (use rediss://)"
+    return context

@@ -39,9 +39,8 @@ from resilient_cache.adapters._commands import KeyCommands
 from resilient_cache.adapters._glob import glob_escape
 from resilient_cache.adapters._pool import Pool, PoolClosedError
 from resilient_cache.adapters._sentinel import SentinelConnection, SentinelMaster, sentinel_client
-from resilient_cache.adapters._tls import PROBE_MARGIN as _PROBE_MARGIN
+from resilient_cache.adapters._tls import TlsProbe
 from resilient_cache.adapters._tls import cut_off as _cut_off
-from resilient_cache.adapters._tls import probe_tls
 from resilient_cache.adapters._tls import tls_failure as _tls_failure
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
@@ -158,6 +157,10 @@ class RedisAdapter(KeyCommands):
         self._connection_class = connection_class
         self._connection_kwargs = kwargs
         self._tls = issubclass(connection_class, SSLConnection)
+        self._probe = TlsProbe(
+            kwargs.get("host"), kwargs.get("port"), tls=self._tls,
+            client_certificate=bool(kwargs.get("ssl_certfile")),
+        )  # fmt: skip
         self._namespace = namespace
         self._prefix = f"{namespace}:".encode() if namespace else b""
         self._glob_prefix = f"{glob_escape(namespace)}:".encode() if namespace else b""
@@ -291,6 +294,7 @@ class RedisAdapter(KeyCommands):
 
         The adapter stays usable: a later call connects again.
         """
+        self._probe.cancel()
         if self._coalescer is not None:
             await self._coalescer.aclose()
         for conn in self._pool.close():
@@ -383,10 +387,15 @@ class RedisAdapter(KeyCommands):
                 # a replica answered: the master moved; every connection asks again
                 self._sentinel.distrust(drop_connections=True)
             left = min(bound, outer if outer is not None else bound) - loop.time()
-            return await self._explain(
-                error, exc, had_connection=conn is not None, fresh=fresh, sent=sent,
-                seconds_left=left,
-            )  # fmt: skip
+            try:
+                return await self._explain(
+                    error, exc, had_connection=conn is not None, fresh=fresh, sent=sent,
+                    seconds_left=left,
+                )  # fmt: skip
+            except asyncio.CancelledError:
+                if expiry is None or not expiry.cut():
+                    raise  # the caller's own cancellation (or its deadline's)
+                return error  # our deadline, during the diagnosis: the error as it was
         finally:
             if expiry is not None:
                 expiry.finish()
@@ -420,7 +429,7 @@ class RedisAdapter(KeyCommands):
             return replace(error, message=message)
         elif fresh and error.code is ErrorCode.CONNECTION and _cut_off(exc):
             # a new connection dropped before any reply: a TLS mismatch looks like this
-            diagnosis = await self._diagnose(seconds_left - _PROBE_MARGIN)
+            diagnosis = await self._probe.explain(seconds_left)
             if diagnosis is not None:
                 tls = CacheError.of(
                     ErrorCode.TLS,
@@ -444,14 +453,6 @@ class RedisAdapter(KeyCommands):
             raise _PoolTimeoutError(
                 f"no free connection in the pool within pool_timeout={self._pool_timeout}s"
             ) from None
-
-    async def _diagnose(self, seconds: float) -> str | None:
-        """Probe the server's port after a new connection was dropped before any reply."""
-        kwargs = self._connection_kwargs
-        return await probe_tls(
-            kwargs.get("host"), kwargs.get("port"), tls=self._tls,
-            client_certificate=bool(kwargs.get("ssl_certfile")), seconds=seconds,
-        )  # fmt: skip
 
     async def _ready(self, conn: Any) -> bool:
         """Connect ``conn`` if it is not, or reconnect it if the server closed it meanwhile
