@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import structlog
@@ -273,8 +273,10 @@ class SentinelMaster:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _PAUSE_MAX)
             finally:
+                # typed from redis-py 8.2 on, untyped before: a typed name suits both
+                close: Callable[[], Awaitable[None]] = pubsub.aclose
                 with contextlib.suppress(rx.RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close()
 
     def _on_message(self, data: object) -> None:
         text = data.decode() if isinstance(data, bytes) else str(data)

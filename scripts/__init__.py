@@ -1,0 +1,1 @@
+"""Developer scripts (make lock, the stress run, doc figures); not part of the package."""
