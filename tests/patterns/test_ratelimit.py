@@ -274,7 +274,7 @@ async def test_pttl_is_set_after_every_check_including_refusals(
 async def test_a_key_left_without_expiry_gets_one(
     adapter: RedisAdapter, raw_redis: aioredis.Redis, sliding: bool
 ) -> None:
-    """The seed's race (INCR, crash, no EXPIRE) left keys like this: the check heals them."""
+    """A hand-written race (INCR, crash, no EXPIRE) leaves keys like this: the check heals them."""
     if sliding:
         await raw_redis.zadd(f"app:{KEY}", {"a": 1, "b": 2})
     else:

@@ -50,7 +50,7 @@ async def test_a_session_round_trips_as_json_under_its_key_for_30_minutes(
     assert await sessions.get(SID) == Success(None)
     assert await sessions.save(SID, DATA) == Success(None)
     assert await sessions.get(SID) == Success(DATA)
-    stored = await cache.get(f"session:{SID}")  # the seed's key, a JSON object
+    stored = await cache.get(f"session:{SID}")  # documented, a JSON object
     assert isinstance(stored, Success) and stored.value is not None
     assert json.loads(stored.value) == DATA
     assert await cache.ttl(f"session:{SID}") in (Success(1800), Success(1799))
@@ -175,7 +175,7 @@ async def test_a_token_is_cached_until_the_refresh_margin_before_it_expires(
     assert tokens.refresh_margin == 300
     assert await tokens.save("google", "42", "ya29.token", expires_in=3600) == Success(True)
     assert await tokens.get("google", "42") == Success("ya29.token")
-    assert await cache.get("provider:token:google:42") == Success("ya29.token")  # the seed's key
+    assert await cache.get("provider:token:google:42") == Success("ya29.token")  # documented
     assert await cache.ttl("provider:token:google:42") in (Success(3300), Success(3299))
     assert await tokens.get("github", "42") == Success(None)
     assert await tokens.delete("google", 42) == Success(True)  # an int user id is the same key

@@ -8,7 +8,7 @@ library so that each holds up when Redis fails (docs/patterns.md):
 * :func:`invalidate` and :class:`Outbox`: invalidations that a Redis outage does not lose,
   and that reach ``@cached``'s in-process state (computations in flight, stale copies);
 * :class:`RateLimiter`: fixed and sliding windows, one atomic script per check;
-* :class:`SessionStore` and :class:`TokenCache`: the seed's sessions and provider tokens;
+* :class:`SessionStore` and :class:`TokenCache`: sessions and provider tokens;
 * :func:`warm`: pre-populate a cache at start-up, bounded in time and memory.
 """
 

@@ -2,9 +2,9 @@
 
 Each check is one server-side script (:mod:`resilient_cache.domain.scripts`): Redis counts,
 expires and answers in one step, so no crash, timeout or concurrent client can come between
-the increment and the expiry (the seed's ``INCR`` then ``EXPIRE`` left a key without expiry
-when the process died in between: that client was then limited forever). The key gets its
-TTL in the same script, after every check.
+the increment and the expiry (the common hand-written ``INCR`` then ``EXPIRE`` leaves a
+key without expiry when the process dies in between: that client is then limited forever).
+The key gets its TTL in the same script, after every check.
 
 Two algorithms:
 

@@ -1,4 +1,4 @@
-"""SessionStore and TokenCache: the seed's session and provider-token helpers, made safe.
+"""SessionStore and TokenCache: session and provider-token helpers, made safe.
 
 * :class:`SessionStore` keeps each session as a JSON object under ``session:{session_id}``,
   for 30 minutes by default; ``touch`` restarts that time (sliding expiry). Session ids
@@ -6,8 +6,8 @@
 * :class:`TokenCache` keeps a provider's access token under
   ``provider:token:{provider}:{user_id}`` until ``refresh_margin`` seconds (default 300)
   before the token expires, so a cached token is never handed out about to expire. A token
-  that expires within the margin is not stored at all (the seed's ``expires_in - 300``
-  became a TTL of zero or less there: no expiry, or an error).
+  that expires within the margin is not stored at all (the common hand-written
+  ``expires_in - 300`` becomes a TTL of zero or less there: no expiry, or an error).
 
 Every method returns a ``Result`` like the protocol: a cache failure is a ``Failure``
 (the caller reloads from its source of truth), never an exception; so is a bad id.
@@ -37,10 +37,10 @@ from resilient_cache.keys import cache_key
 __all__ = ["SESSION_TTL", "TOKEN_REFRESH_MARGIN", "SessionStore", "TokenCache"]
 
 SESSION_TTL: Final = 1800
-"""Seconds a session lives without being saved or touched (30 minutes, the seed's)."""
+"""Seconds a session lives without being saved or touched (30 minutes)."""
 
 TOKEN_REFRESH_MARGIN: Final = 300
-"""Seconds before its expiry that a cached token is dropped (5 minutes, the seed's)."""
+"""Seconds before its expiry that a cached token is dropped (5 minutes)."""
 
 SESSION_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.~+/=-]{16,256}")
 """A session id: 16 to 256 characters of URL-safe or standard base64, hex or a UUID."""
