@@ -47,6 +47,7 @@ from tests.servers import RedisServer
 from tests.topology import (
     ClusterNodeServer,
     RedisClusterProcesses,
+    private_cluster,
     query,
     redis_cli_binary,
     redis_cluster,
@@ -54,7 +55,7 @@ from tests.topology import (
 )
 
 # the fixtures of tests/topology.py, imported rather than a pytest_plugins entry
-__all__ = ["redis_cli_binary", "redis_cluster", "redis_cluster_deployment"]
+__all__ = ["private_cluster", "redis_cli_binary", "redis_cluster", "redis_cluster_deployment"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 NOT_FOR_HASH_TAGS = {
@@ -674,8 +675,9 @@ def slots_of(cluster: RedisClusterProcesses, node: ClusterNodeServer) -> set[int
     ids=["breaker-0.5s", "breaker-default"],
 )
 async def test_a_killed_primary_fails_open_then_heals_without_a_restart(
-    redis_cluster: RedisClusterProcesses, reset_timeout: float, reset_timeout_max: float
+    private_cluster: RedisClusterProcesses, reset_timeout: float, reset_timeout_max: float
 ) -> None:
+    redis_cluster = private_cluster
     nodes = seeds(redis_cluster)
     adapter = RedisClusterAdapter.from_nodes(nodes, operation_timeout=DEADLINE)
     breaker = CircuitBreakerLayer(

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from resilient_cache.testing import LOOPBACK
 from tests.topology import (
     RedisClusterProcesses,
     RedisSentinelProcesses,
+    private_cluster,
     query,
     redis_cli_binary,
     redis_cluster,
@@ -38,7 +40,13 @@ from tests.topology import (
 
 # the fixtures of tests/topology.py, imported (not a pytest_plugins entry, which would import
 # tests.topology twice); listed in __all__ so that linters see them used
-__all__ = ["redis_cli_binary", "redis_cluster", "redis_cluster_deployment", "redis_sentinel"]
+__all__ = [
+    "private_cluster",
+    "redis_cli_binary",
+    "redis_cluster",
+    "redis_cluster_deployment",
+    "redis_sentinel",
+]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 PAUSE = 0.02  # between two attempts of a measuring loop
@@ -86,18 +94,27 @@ def report(label: str, text: str) -> None:
 # --- Redis Cluster ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def cluster_client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
+@asynccontextmanager
+async def client_of(cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
+    """A redis-py cluster client of ``cluster``, one network attempt per call."""
     client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in redis_cluster.startup_nodes],
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.startup_nodes],
         retry=one_attempt(),
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
         decode_responses=True,
     )
     await client.initialize()
-    yield client
-    await client.aclose()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
+    async with client_of(redis_cluster) as client:
+        yield client
 
 
 def key_on(cluster: RedisClusterProcesses, prefix: str, *, not_on: set[int]) -> str:
@@ -154,6 +171,13 @@ async def test_keys_in_different_slots_live_on_their_primaries(
 
 
 async def test_killed_primary_is_replaced_by_its_replica(
+    private_cluster: RedisClusterProcesses,
+) -> None:
+    async with client_of(private_cluster) as cluster_client:
+        await _killed_primary_is_replaced(private_cluster, cluster_client)
+
+
+async def _killed_primary_is_replaced(
     redis_cluster: RedisClusterProcesses, cluster_client: RedisCluster
 ) -> None:
     victim = redis_cluster.primary_for_key("{victim}")  # {victim}:* keys share its slot
@@ -192,21 +216,21 @@ async def test_killed_primary_is_replaced_by_its_replica(
 
 
 async def test_default_cluster_retry_during_a_failover(
-    redis_cluster: RedisClusterProcesses,
+    private_cluster: RedisClusterProcesses,
 ) -> None:
     """What one call sees with redis-py's default cluster retry (10 retries) when its primary
     is killed: measured, not asserted (redis-py 8.1 retries a ConnectionError at once, with
     no backoff, so all 11 attempts fail within ~0.1 s, long before the promotion)."""
     client = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes],
+        startup_nodes=[ClusterNode(h, p) for h, p in private_cluster.startup_nodes],
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
     )
     try:
         await client.set("victim", "before")
-        victim = redis_cluster.primary_for_key("victim")
+        victim = private_cluster.primary_for_key("victim")
         started = time.monotonic()
-        redis_cluster.kill(victim)
+        private_cluster.kill(victim)
         outcome = "succeeded"
         try:
             await client.set("victim", "after")
@@ -216,7 +240,7 @@ async def test_default_cluster_retry_during_a_failover(
             "cluster primary SIGKILL, one set() with the default retry",
             f"{outcome} after {time.monotonic() - started:.2f}s",
         )
-        await asyncio.to_thread(redis_cluster.wait_for_failover, victim)
+        await asyncio.to_thread(private_cluster.wait_for_failover, victim)
     finally:
         await client.aclose()
 

@@ -52,6 +52,7 @@ __all__ = [
     "RedisSentinelProcesses",
     "SentinelServer",
     "TopologyError",
+    "private_cluster",
     "query",
     "redis_cli_binary",
     "redis_cluster",
@@ -919,10 +920,16 @@ class RedisSentinelProcesses:
 #
 # Scope: a cluster costs ~2 s to start (redis-cli --cluster create alone sleeps ~1 s), so one
 # per test module (``redis_cluster_deployment``); the function-scoped ``redis_cluster`` hands
-# each test that cluster healthy and empty (killed nodes restarted: ~0.1 s + the wait for
-# agreement). A sentinel deployment starts in ~1 s and a failover cannot be undone
-# quickly, so ``redis_sentinel`` builds a fresh one per test. ``redis_binary`` (redis-server,
-# session-scoped) comes from tests/conftest.py.
+# each test that cluster healthy and empty. Tests that share it must not fail a node over:
+# its ``cluster-node-timeout`` is long (SHARED_NODE_TIMEOUT_MS), so that no stall of a busy
+# machine fails a primary over under another test's feet, and ``redis_cluster`` fails a test
+# whose primaries changed. A test that kills or fails over a node takes ``private_cluster``, a
+# cluster of its own with the fast 1 s node timeout. A sentinel deployment starts in ~1 s and
+# a failover cannot be undone quickly, so ``redis_sentinel`` builds a fresh one per test.
+# ``redis_binary`` (redis-server, session-scoped) comes from tests/conftest.py.
+
+SHARED_NODE_TIMEOUT_MS: Final = 15_000
+"""``cluster-node-timeout`` of the shared cluster: only a node silent this long fails over."""
 
 
 @pytest.fixture(scope="session")
@@ -936,20 +943,41 @@ def redis_cluster_deployment(
     redis_binary: str, redis_cli_binary: str
 ) -> Iterator[RedisClusterProcesses]:
     """A 3-primary/3-replica cluster for the test module (see :func:`redis_cluster`)."""
-    with RedisClusterProcesses(redis_binary, redis_cli_binary) as cluster:
+    with RedisClusterProcesses(
+        redis_binary, redis_cli_binary, node_timeout_ms=SHARED_NODE_TIMEOUT_MS
+    ) as cluster:
         yield cluster
 
 
 @pytest.fixture
-def redis_cluster(redis_cluster_deployment: RedisClusterProcesses) -> RedisClusterProcesses:
-    """The module's cluster, healthy (killed nodes restarted) and empty, for one test.
+def redis_cluster(
+    redis_cluster_deployment: RedisClusterProcesses,
+) -> Iterator[RedisClusterProcesses]:
+    """The module's cluster, healthy and empty, for one test that fails no node over.
 
-    Kill what you like: the next test gets a healed cluster, though maybe with different
-    primaries (a restarted former primary comes back as a replica).
+    The test may pause a node, fill its memory or move a slot, but not kill a node or fail
+    it over (take :func:`private_cluster` for that): the same primaries serve the next test,
+    and a change of primaries during the test fails it.
     """
-    redis_cluster_deployment.heal()
-    redis_cluster_deployment.flushall()
-    return redis_cluster_deployment
+    cluster = redis_cluster_deployment
+    cluster.heal()
+    cluster.flushall()
+    before = sorted(node.port for node in cluster.primaries())
+    yield cluster
+    after = sorted(node.port for node in cluster.primaries())
+    if after != before:
+        pytest.fail(
+            f"the shared cluster's primaries changed during the test ({before} -> {after}): "
+            f"a failover; a test that causes one takes private_cluster\n{cluster.diagnostics()}"
+        )
+
+
+@pytest.fixture
+def private_cluster(redis_binary: str, redis_cli_binary: str) -> Iterator[RedisClusterProcesses]:
+    """A 3-primary/3-replica cluster of the test's own (~2 s to start), free to be killed
+    and failed over: a dead primary is replaced within about 2 s (1 s node timeout)."""
+    with RedisClusterProcesses(redis_binary, redis_cli_binary) as cluster:
+        yield cluster
 
 
 @pytest.fixture
