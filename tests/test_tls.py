@@ -27,6 +27,7 @@ from resilient_cache import (
     Success,
 )
 from resilient_cache.adapters import redis_options
+from resilient_cache.toxiproxy import Toxiproxy
 from tests.servers import LOOPBACK, RedisServer, free_port, require_binary
 
 DEADLINE = 0.5
@@ -163,6 +164,30 @@ async def test_plaintext_to_the_tls_port_is_a_tls_failure(tls_server: TlsServer)
     error = await failure_within_deadline(RedisAdapter.from_url(url))
     assert error.code is ErrorCode.TLS, error
     assert "rediss://" in error.message
+
+
+@pytest.mark.slow
+async def test_a_tls_verdict_is_dropped_once_the_port_speaks_redis(
+    tls_server: TlsServer, toxiproxy: Toxiproxy
+) -> None:
+    """The TLS probe's verdict must not outlive the mistake: once the same address answers
+    as Redis, a later reset of a new connection is a CONNECTION failure, not TLS."""
+    name = "tls-verdict"
+    proxy = toxiproxy.create_proxy(name, f"{LOOPBACK}:0", f"{LOOPBACK}:{tls_server.tls_port}")
+    listen = proxy.listen
+    cache = RedisAdapter.from_url(f"redis://{listen}/0")
+    try:
+        assert (await failure_within_deadline(cache)).code is ErrorCode.TLS
+        proxy.delete()  # the operator fixes it: the same address now reaches plaintext Redis
+        proxy = toxiproxy.create_proxy(name, listen, f"{LOOPBACK}:{tls_server.server.port}")
+        assert await cache.set("k", "v") == Success(None)
+        await cache.aclose()  # the next call opens a new connection
+        with proxy.reset_peer():
+            error = await failure_within_deadline(cache)
+        assert error.code is ErrorCode.CONNECTION, error
+    finally:
+        proxy.delete()
+        await cache.aclose()
 
 
 async def test_tls_to_the_plaintext_port_times_out_with_a_hint(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 class SilentPort:
-    """A loopback port that accepts connections and never says a word (a hung TLS peer).
+    """A loopback port that holds TLS clients without a word (a hung TLS peer) and resets
+    plaintext ones (a Redis client is cut off before any reply).
 
-    Counts the connections it accepted: each one is a probe.
+    Counts the TLS connections it held: each one is a probe.
     """
 
     def __init__(self) -> None:
@@ -46,8 +48,19 @@ class SilentPort:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            first = conn.recv(1)
+        except OSError:
+            return
+        if first == b"\x16":  # a TLS ClientHello: hold it
             self.accepted += 1
             self._held.append(conn)
+        else:  # reset: SO_LINGER 0 makes close() send RST
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
 
     def close(self) -> None:
         self._listener.close()
@@ -146,3 +159,25 @@ async def test_a_diagnosis_never_turns_a_reset_into_a_timeout(redis_proxy: Proxy
                 result = await cache.get("k")
                 assert isinstance(result, Failure), result
                 assert result.error.code is ErrorCode.CONNECTION, result.error
+
+
+def test_an_adapter_moved_to_another_event_loop_probes_again(silent_port: SilentPort) -> None:
+    """A probe left pending on a closed loop (a synchronous wrapper's run_until_complete,
+    then close) is not waited for on the next loop, and closing the adapter there works."""
+    cache = RedisAdapter.from_url(f"redis://{LOOPBACK}:{silent_port.port}/0")
+    first = asyncio.new_event_loop()
+    result = first.run_until_complete(cache.get("k"))
+    assert isinstance(result, Failure) and result.error.code is ErrorCode.CONNECTION
+    first.close()  # the probe's task never finishes now
+
+    async def on_a_new_loop() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await cache.get("k")
+        assert isinstance(result, Failure) and result.error.code is ErrorCode.CONNECTION
+        await cache.aclose()  # must not touch the closed loop
+        return loop.time() - started
+
+    asyncio.run(on_a_new_loop())
+    time.sleep(0.05)  # let the listener thread count what arrived
+    assert silent_port.accepted == 2  # a probe on each loop, though within PROBE_EVERY

@@ -9,6 +9,7 @@ the port itself, off the call's path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import ssl
@@ -66,8 +67,10 @@ class TlsProbe:
     ``WAIT_SHARE`` of its remaining time (on loopback a probe takes a few milliseconds), then
     returns the error it has, while the probe finishes for the calls after it. One probe
     runs at a time, at most once every ``every`` seconds, so a storm of resets costs one
-    probe. Its SSL contexts load no certificate store (that blocks the event loop for up
-    to 100 ms): the probe verifies nothing, it only reads which protocol answers.
+    probe. A verdict serves for ``every`` seconds after its probe, and not after a new
+    connection succeeded (:meth:`forget`): a port fixed since then is not blamed. Its SSL
+    contexts load no certificate store (that blocks the event loop for up to 100 ms): the
+    probe verifies nothing, it only reads which protocol answers.
     """
 
     def __init__(
@@ -78,9 +81,11 @@ class TlsProbe:
         self._tls = tls
         self._useful = self._address is not None and not (tls and client_certificate)
         self._every = every
+        self._loop: asyncio.AbstractEventLoop | None = None  # whose clock the times are
         self._task: asyncio.Task[str | None] | None = None
         self._started = -math.inf
         self._verdict: str | None = None
+        self._verdict_at = -math.inf
 
     async def explain(self, seconds_left: float) -> str | None:
         """The diagnosis of the port, if one is known or arrives in time; ``None`` otherwise.
@@ -91,25 +96,48 @@ class TlsProbe:
         if not self._useful:
             return None
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (asyncio.run again): start afresh
+            self._reset(loop)
         budget = seconds_left - PROBE_MARGIN
         if self._task is None and loop.time() - self._started >= self._every and budget > 0:
             self._started = loop.time()
+            self._verdict = None
             self._task = loop.create_task(self._probe(min(budget, PROBE_TIME)))
             self._task.add_done_callback(self._done)
         task = self._task
         if task is not None and budget * WAIT_SHARE > 0:
             await asyncio.wait((task,), timeout=budget * WAIT_SHARE)
+        if loop.time() - self._verdict_at > self._every:
+            return None  # an old verdict: the port may have changed since
         return self._verdict
+
+    def forget(self) -> None:
+        """A new connection succeeded: whatever the last probe said is out of date."""
+        self._verdict = None
 
     def cancel(self) -> None:
         """Stop a probe in flight (the adapter is closing)."""
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        if task is not None and not task.get_loop().is_closed():
+            task.cancel()
+
+    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
+        old, self._loop, self._task = self._task, loop, None
+        if old is not None and old.get_loop().is_closed():
+            # its loop will never run it again: end its coroutine here, quietly, rather than
+            # in the garbage collector with a traceback
+            with contextlib.suppress(Exception):
+                old.get_coro().close()
+        self._started = self._verdict_at = -math.inf
+        self._verdict = None
 
     def _done(self, task: asyncio.Task[str | None]) -> None:
+        if task is not self._task:
+            return  # a task of an earlier event loop
         self._task = None
-        if not task.cancelled():
+        if not task.cancelled() and task.exception() is None:
             self._verdict = task.result()
+            self._verdict_at = task.get_loop().time()
 
     async def _probe(self, seconds: float) -> str | None:
         assert self._address is not None
@@ -121,7 +149,7 @@ class TlsProbe:
             if self._tls and any(word in str(exc).upper() for word in _CLIENT_CERT_ALERTS):
                 return "TLS: the server requires a client certificate (ssl_certfile, ssl_keyfile)"
             return None
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, ValueError):
             return None
         writer.close()
         return None if self._tls else "TLS: the server speaks TLS on this port (use rediss://)"

@@ -373,6 +373,8 @@ class RedisAdapter(KeyCommands):
                     except rx.ResponseError as exc:
                         first_error = first_error or exc
                         replies.append(exc)
+                if fresh:
+                    self._probe.forget()  # the port answers as Redis: no old verdict applies
             except asyncio.CancelledError:
                 if expiry is None or not expiry.cut():
                     raise  # the caller's own cancellation (or its deadline's)
