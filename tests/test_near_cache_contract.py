@@ -12,7 +12,7 @@ import pytest
 
 import tests.test_contract as contract
 from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter
-from resilient_cache.adapters._tracking import RedisTrackingSource
+from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.layers.near_cache import ManualInvalidations, NearCacheLayer
 from resilient_cache.testing import ManualClock
 from tests.conftest import CacheFactory

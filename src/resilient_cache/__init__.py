@@ -6,13 +6,14 @@ raising, so the service embedding the cache keeps working.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from resilient_cache.adapters._tracking import RedisTrackingSource
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
-from resilient_cache.adapters.redis_options import Endpoint, PoolStats, RedisOptions, redact_url
+from resilient_cache.adapters.redis_options import RedisOptions, redact_url
+from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.bootstrap import build_cache, get_cache
 from resilient_cache.cache_aside import get_or_set, get_or_set_json
+from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
 from resilient_cache.domain.invalidation import InvalidationSource
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
@@ -20,7 +21,7 @@ from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
 from resilient_cache.domain.scripts import CacheScript, ScriptRunner
 from resilient_cache.domain.validation import Limits
 from resilient_cache.keys import KeyHasher, cache_key, hash_identifier
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 from resilient_cache.layers.compression import CompressionLayer
 from resilient_cache.layers.encryption import EncryptionLayer, generate_encryption_key

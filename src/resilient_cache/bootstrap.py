@@ -35,11 +35,11 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from resilient_cache.adapters._tracking import RedisTrackingSource
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
+from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.domain.protocol import CacheProtocol
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
 from resilient_cache.layers.compression import CompressionLayer
 from resilient_cache.layers.encryption import EncryptionLayer

@@ -31,7 +31,7 @@ from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.invalidation import ManualInvalidations
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers.base import Call, Layer
 
 __all__ = [
     "LOOPBACK",

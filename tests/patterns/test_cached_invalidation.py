@@ -27,7 +27,7 @@ from resilient_cache import (
     Result,
     Success,
 )
-from resilient_cache.layers._base import Call
+from resilient_cache.layers.base import Call
 from resilient_cache.patterns import Outbox, ServeStale, cached, invalidate, outbox_for
 from resilient_cache.testing import ManualClock, ScriptedCache
 

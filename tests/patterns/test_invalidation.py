@@ -38,7 +38,7 @@ from resilient_cache import (
     build_cache,
     cache_key,
 )
-from resilient_cache.layers._base import Call
+from resilient_cache.layers.base import Call
 from resilient_cache.patterns import Outbox, SessionStore, invalidate, outbox_for
 from resilient_cache.patterns._invalidation import MAX_ATTEMPTS
 from resilient_cache.testing import ManualClock, ScriptedCache

@@ -28,7 +28,7 @@ from resilient_cache import (
     Success,
     build_cache,
 )
-from resilient_cache.layers._base import Call
+from resilient_cache.layers.base import Call
 from resilient_cache.patterns.warming import WarmItem, WarmProgress, warm
 from resilient_cache.testing import ManualClock, ScriptedCache
 from tests.servers import RedisServer

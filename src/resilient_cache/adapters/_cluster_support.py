@@ -1,26 +1,24 @@
-"""What RedisClusterAdapter needs besides its methods: settings, error classes, slot groups.
+"""What RedisClusterAdapter needs besides its methods: settings and slot groups.
 
 * :func:`parse_seeds` and :func:`cluster_settings` turn ``"host:port"`` seeds or a URL and
   the :class:`RedisOptions`-like options into ``RedisCluster`` arguments, with the same
   checks (and the same :class:`ConfigurationError` messages) as ``RedisAdapter.from_url``.
-* :func:`classify` maps a redis-py cluster exception to an :class:`ErrorCode`: the
-  cluster-specific ones first, then RedisAdapter's table, unchanged.
-* :func:`not_sent` tells a failure that happened before the command could leave.
+* :func:`by_slot` groups keys by hash slot for the many-key calls.
+
+Its errors are mapped with the standalone adapter's, in ``adapters/_errors.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from redis import exceptions as rx
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.crc import key_slot
 
-from resilient_cache.adapters.redis_adapter import _EXCEPTION_TABLE
 from resilient_cache.adapters.redis_options import RedisOptions, pool_settings, redact_url
-from resilient_cache.domain.errors import ConfigurationError, ErrorCode
+from resilient_cache.domain.errors import ConfigurationError
 
 T = TypeVar("T")
 
@@ -136,81 +134,6 @@ def url_seed(url: str, secrets: Iterable[str | None]) -> tuple[tuple[str, int], 
     port = int(parsed.pop("port", None) or DEFAULT_PORT)
     credentials = {k: parsed[k] for k in ("username", "password") if parsed.get(k)}
     return (host, port), credentials
-
-
-# -- errors ----------------------------------------------------------------------------
-
-# Cluster-specific first (ClusterDownError is a ResponseError, MovedError an AskError,
-# MaxConnectionsError a ConnectionError), then RedisAdapter's table: AUTH, CONNECTION...
-_CLUSTER_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
-    (rx.ClusterDownError, ErrorCode.CONNECTION),  # CLUSTERDOWN, MASTERDOWN: unavailable
-    (rx.SlotNotCoveredError, ErrorCode.CONNECTION),  # no node serves the slot (yet)
-    (rx.ClusterCrossSlotError, ErrorCode.VALIDATION),  # CROSSSLOT: never works on a cluster
-    (rx.CrossSlotTransactionError, ErrorCode.VALIDATION),
-    *_EXCEPTION_TABLE,
-)
-
-# Answers from the cluster saying "not here, not now" rather than "down": they do not trip
-# the breaker (Redis answered), but a retry may well succeed.
-_NO_NEWS: Final = (
-    rx.TryAgainError,  # TRYAGAIN: a multi-key command on a slot being migrated
-    rx.AskError,  # ASK/MOVED left over after 16 redirections
-    rx.MaxConnectionsError,  # the client is saturated, not the server
-)
-
-
-def chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the exceptions behind it (cause, else context), at most 8."""
-    node: BaseException | None = exc
-    for _ in range(8):
-        if node is None:
-            return
-        yield node
-        node = node.__cause__ or node.__context__
-
-
-def classify(exc: BaseException) -> tuple[ErrorCode, bool, BaseException]:
-    """The error code of a cluster call's exception, whether it may trip the breaker
-    (``False`` overrides the code's policy; ``True`` keeps it), and the exception whose
-    message tells what happened (redis-py wraps a refused ``CLUSTER SLOTS`` in a message
-    saying "Cluster mode is not enabled")."""
-    if isinstance(exc, _NO_NEWS) or (
-        isinstance(exc, rx.ClusterError) and not isinstance(exc, rx.ClusterDownError)
-    ):  # ClusterError("TTL exhausted."): a MOVED/TRYAGAIN storm
-        return ErrorCode.CONNECTION, False, exc
-    if isinstance(exc, rx.RedisClusterException) and not isinstance(exc, rx.SlotNotCoveredError):
-        # client-side: no seed answered, or CLUSTER SLOTS refused, or a cross-slot command
-        for inner in chain(exc):
-            if inner is not exc and isinstance(inner, rx.RedisError):
-                code = code_of(inner)
-                if code is ErrorCode.AUTH:  # WRONGPASS, or NOPERM on CLUSTER SLOTS/COMMAND
-                    return code, True, inner
-        text = str(exc)
-        if "same key slot" in text or "same slot" in text:
-            return ErrorCode.VALIDATION, True, exc
-        if "Cluster mode is not enabled" in text:  # a seed that is not a cluster node
-            return ErrorCode.BACKEND, True, exc
-        return ErrorCode.CONNECTION, True, exc
-    return code_of(exc), True, exc
-
-
-def code_of(exc: BaseException) -> ErrorCode:
-    return next(code for kind, code in _CLUSTER_TABLE if isinstance(exc, kind))
-
-
-def not_sent(exc: BaseException) -> bool:
-    """Whether ``exc`` surely struck before the command could leave the client.
-
-    A client-side cluster error (no seed reachable, slot not covered), a full connection
-    pool, or a failure to connect (redis-py says "connecting to"). Anything else, a
-    deadline included, may have happened after the command was written.
-    """
-    if isinstance(exc, rx.RedisClusterException | rx.MaxConnectionsError):
-        return True
-    if isinstance(exc, rx.ConnectionError | rx.TimeoutError):
-        text = str(exc)
-        return "connecting to" in text or "Timeout connecting to server" in text
-    return False
 
 
 # -- slots -----------------------------------------------------------------------------

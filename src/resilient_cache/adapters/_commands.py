@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Final
 
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput
@@ -24,6 +24,9 @@ from resilient_cache.domain.validation import (
     encode_key,
     encode_value,
 )
+
+SCAN_COUNT: Final = 1000
+"""Keys asked of one ``SCAN`` step by ``delete_pattern`` and ``flush``."""
 
 
 class KeyCommands:

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Self
 
-from resilient_cache.adapters._glob import glob_match
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
+from resilient_cache.domain.glob import glob_match
 from resilient_cache.domain.protocol import CacheEntry, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.scripts import (

@@ -8,7 +8,7 @@ module that imports ``redis``. What it guarantees on top of redis-py:
 * **A bound on every call.** ``operation_timeout`` covers the wait for a pooled
   connection, connecting, sending and reading, as a whole (redis-py bounds each step
   alone, so a call could otherwise take several times its socket timeout).
-* **Honest failures.** Every exception maps through :data:`_EXCEPTION_TABLE` to an
+* **Honest failures.** Every exception maps through ``adapters/_errors.py`` to an
   :class:`ErrorCode`, the original kept as ``cause``; a failure after the command may have
   left says so (``maybe_applied``). Because the adapter takes a connection from the pool
   itself before sending, it knows exactly whether a command could have been sent, so an
@@ -35,21 +35,19 @@ from redis.backoff import NoBackoff
 
 from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._coalesce import ReadCoalescer
-from resilient_cache.adapters._commands import KeyCommands
-from resilient_cache.adapters._glob import glob_escape
-from resilient_cache.adapters._pool import Pool, PoolClosedError
+from resilient_cache.adapters._commands import SCAN_COUNT, KeyCommands
+from resilient_cache.adapters._errors import PoolTimeoutError, is_noscript, partial, to_error
+from resilient_cache.adapters._pool import Pool
 from resilient_cache.adapters._sentinel import SentinelConnection, SentinelMaster, sentinel_client
 from resilient_cache.adapters._tls import TlsProbe
 from resilient_cache.adapters._tls import cut_off as _cut_off
-from resilient_cache.adapters._tls import tls_failure as _tls_failure
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
-    Endpoint,
-    PoolStats,
     RedisOptions,
     pool_settings,
     redact_url,
 )
+from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.deadline import (
     QUEUED,
     DeadlineTimer,
@@ -57,6 +55,7 @@ from resilient_cache.domain.deadline import (
     connection_state,
 )
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
+from resilient_cache.domain.glob import glob_escape
 from resilient_cache.domain.protocol import JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
@@ -71,52 +70,10 @@ from resilient_cache.domain.validation import (
     load_json,
 )
 
-
-class _PoolTimeoutError(Exception):
-    """Every pooled connection stayed busy for ``pool_timeout``."""
-
-
-# Most specific first: AuthenticationError is a ConnectionError, ReadOnlyError a
-# ResponseError, redis' TimeoutError is not the builtin one.
-_EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
-    (rx.AuthenticationError, ErrorCode.AUTH),
-    (rx.AuthorizationError, ErrorCode.AUTH),
-    (rx.NoPermissionError, ErrorCode.AUTH),
-    (rx.AuthenticationWrongNumberOfArgsError, ErrorCode.AUTH),
-    (rx.ConnectionError, ErrorCode.CONNECTION),  # incl. LOADING
-    (PoolClosedError, ErrorCode.CONNECTION),
-    (_PoolTimeoutError, ErrorCode.CONNECTION),
-    (rx.TimeoutError, ErrorCode.TIMEOUT),
-    (TimeoutError, ErrorCode.TIMEOUT),  # operation_timeout (asyncio.timeout)
-    (rx.ReadOnlyError, ErrorCode.READONLY),
-    (rx.OutOfMemoryError, ErrorCode.OUT_OF_MEMORY),
-    (rx.ResponseError, ErrorCode.BACKEND),  # refined by _RESPONSE_MARKERS
-    (UnicodeDecodeError, ErrorCode.SERIALIZATION),  # a client with decode_responses=True
-    (rx.RedisError, ErrorCode.BACKEND),  # InvalidResponse (protocol garbage) and the rest
-    (OSError, ErrorCode.CONNECTION),
-    (Exception, ErrorCode.BACKEND),  # a driver bug must not escape: fail open
-)
-
-# Plain "ERR"/"WRONGTYPE" replies that deserve a more precise code.
-_RESPONSE_MARKERS: Final = (
-    ("WRONGTYPE", ErrorCode.WRONG_TYPE),
-    ("not an integer", ErrorCode.WRONG_TYPE),
-    ("would overflow", ErrorCode.WRONG_TYPE),
-    ("The user executing the script can't", ErrorCode.AUTH),  # the ACL, inside a script
-)
-
-# Failures that can strike after a command was written: a write may have happened.
-_AMBIGUOUS: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT, ErrorCode.BACKEND})
-
-# redis-py's Sentinel connections (a master_for() client) turn a READONLY reply into this
-_DEMOTED_MASTER: Final = "The previous master is now a slave"
-
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
 
 # redis-py 8 checks a pooled connection without reading; 5.x only has the reading check
 _HAS_CAN_READ: Final = hasattr(AbstractConnection, "can_read")
-_SCAN_COUNT: Final = 1000
-_MAX_MESSAGE: Final = 300
 
 
 class RedisAdapter(KeyCommands):
@@ -421,7 +378,7 @@ class RedisAdapter(KeyCommands):
             if connection_state.get() == QUEUED:
                 message = f"no free connection in the pool within {self._timeout}s"
                 return replace(error, message=message, trips_breaker=False)
-        elif isinstance(exc, _PoolTimeoutError):
+        elif isinstance(exc, PoolTimeoutError):
             return replace(error, trips_breaker=False)  # the client is saturated
         elif fresh and isinstance(exc, TimeoutError) and self._tls and not sent:
             message = (
@@ -452,7 +409,7 @@ class RedisAdapter(KeyCommands):
             async with asyncio.timeout(self._pool_timeout):
                 return await self._pool.wait()
         except TimeoutError:
-            raise _PoolTimeoutError(
+            raise PoolTimeoutError(
                 f"no free connection in the pool within pool_timeout={self._pool_timeout}s"
             ) from None
 
@@ -488,31 +445,10 @@ class RedisAdapter(KeyCommands):
     def _error(
         self, operation: str, key: str | None, exc: BaseException, *, maybe_applied: bool
     ) -> CacheError:
-        code = next(code for kind, code in _EXCEPTION_TABLE if isinstance(exc, kind))
-        text = str(exc) or type(exc).__name__
-        tls = _tls_failure(exc)
-        if tls is not None:
-            code, text = ErrorCode.TLS, f"{tls} ({self._display})"
-        if code is ErrorCode.BACKEND and isinstance(exc, rx.ResponseError):
-            code = next((c for marker, c in _RESPONSE_MARKERS if marker in text), code)
-        elif code is ErrorCode.CONNECTION and text == _DEMOTED_MASTER:
-            code = ErrorCode.READONLY  # a failover, not an outage: do not trip the breaker
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        if isinstance(exc, TimeoutError):
-            text = f"no answer within operation_timeout={self._timeout}s"
-        return CacheError.of(
-            code,
-            text[:_MAX_MESSAGE],
-            operation=operation,
-            key=key,
-            details={"server": self._display},
-            # an error reply means the server refused the command: not applied
-            maybe_applied=maybe_applied
-            and code in _AMBIGUOUS
-            and not isinstance(exc, rx.ResponseError),
-            cause=exc,
-        )
+        return to_error(
+            operation, key, exc, may_have_left=maybe_applied, server=self._display,
+            secrets=self._secrets, timeout=self._timeout,
+        )  # fmt: skip
 
     # -- CacheProtocol -----------------------------------------------------------
 
@@ -585,15 +521,15 @@ class RedisAdapter(KeyCommands):
         cursor: Any = 0
         while True:
             reply = await self._call(
-                operation, None, "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
+                operation, None, "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT
             )
             if isinstance(reply, CacheError):
-                return _partial(reply, deleted)
+                return partial(reply, deleted)
             cursor, keys = reply
             if keys:
                 count = await self._call(operation, None, "UNLINK", *keys, write=True)
                 if isinstance(count, CacheError):
-                    return _partial(count, deleted)
+                    return partial(count, deleted)
                 deleted += int(count)
             if int(cursor) == 0:
                 return deleted
@@ -654,25 +590,5 @@ class RedisAdapter(KeyCommands):
         """
         return _scripts.run_script(
             script, keys, args,
-            send=self._call, is_noscript=_is_noscript, prefix=self._prefix, limits=self._limits,
+            send=self._call, is_noscript=is_noscript, prefix=self._prefix, limits=self._limits,
         )  # fmt: skip
-
-
-def _is_noscript(error: CacheError) -> bool:
-    """Whether Redis answered NOSCRIPT: it does not know the script (nothing ran)."""
-    return isinstance(error.cause, rx.NoScriptError)
-
-
-def _partial(error: CacheError, deleted: int) -> CacheError:
-    """Note in a bulk delete's error how many keys were already deleted."""
-    if not deleted:
-        return error
-    return CacheError.of(
-        error.code,
-        f"{error.message} (after deleting {deleted} keys)",
-        operation=error.operation,
-        key=error.key,
-        details={**error.details, "deleted": deleted},
-        maybe_applied=True,
-        cause=error.cause,
-    )

@@ -1,8 +1,8 @@
 """RedisClusterAdapter: :class:`CacheProtocol` on Redis Cluster (redis-py's asyncio RedisCluster).
 
-Only modules in ``resilient_cache.adapters`` import ``redis`` (this one, redis_adapter.py and
-their private helpers); the domain and the layers never do. What it guarantees on top of
-redis-py (docs/_scaleout_cluster.md tells the whole story):
+Only modules in ``resilient_cache.adapters`` import ``redis``; the domain and the layers
+never do. What it guarantees on top of
+redis-py (docs/scale-out.md tells the whole story):
 
 * **One network attempt per call.** redis-py's cluster retry is off (``Retry(NoBackoff(),
   0)``); MOVED, ASK and TRYAGAIN are still followed inside the call by redis-py (up to 16
@@ -18,8 +18,8 @@ redis-py (docs/_scaleout_cluster.md tells the whole story):
   one ``MSET`` (or one atomic script with a TTL) per slot, grouped into one pipeline per
   node, all nodes at once: one round trip per node. ``set_many`` is all-or-nothing *per
   slot*; a partial failure says how many slot groups were written.
-* **Honest failures.** Every exception maps to an :class:`ErrorCode` (the cluster-specific
-  ones first, then RedisAdapter's table); redis-py does not say whether a command left the
+* **Honest failures.** Every exception maps to an :class:`ErrorCode` through the table both
+  adapters share (``adapters/_errors.py``); redis-py does not say whether a command left the
   client, so a write that failed with CONNECTION or TIMEOUT is ``maybe_applied`` unless the
   failure was surely before sending (no connection could be made, no node serves the slot).
 * **No secrets.** Passwords never appear in ``repr``, error messages or details.
@@ -44,32 +44,21 @@ from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._cluster_support import (
     SET_WITH_TTL,
     by_slot,
-    classify,
     cluster_settings,
     netloc,
-    not_sent,
     parse_seeds,
     url_seed,
 )
-from resilient_cache.adapters._commands import KeyCommands
-from resilient_cache.adapters._glob import glob_escape
-from resilient_cache.adapters._tls import tls_failure as _tls_failure
-from resilient_cache.adapters.redis_adapter import (
-    _AMBIGUOUS,
-    _MAX_MESSAGE,
-    _RESPONSE_MARKERS,
-    _SCAN_COUNT,
-    _is_noscript,
-    _partial,
-)
+from resilient_cache.adapters._commands import SCAN_COUNT, KeyCommands
+from resilient_cache.adapters._errors import MAX_MESSAGE, is_noscript, partial, to_error
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
-    Endpoint,
-    PoolStats,
     RedisOptions,
 )
+from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.deadline import DeadlineTimer, call_deadline, deadline_expired
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
+from resilient_cache.domain.glob import glob_escape
 from resilient_cache.domain.protocol import JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
@@ -137,7 +126,7 @@ class RedisClusterAdapter(KeyCommands):
         self._stale = False  # the topology must be re-read before the next call
         self._refreshed_at = -math.inf
         kwargs = client.get_connection_kwargs()
-        self._secret: str | None = kwargs.get("password") or None
+        self._secrets: tuple[str, ...] = tuple(filter(None, [kwargs.get("password")]))
         self._max_per_node = int(kwargs.get("max_connections") or 100)
         seeds = list(client.nodes_manager.startup_nodes.values())
         first = seeds[0]
@@ -395,37 +384,17 @@ class RedisClusterAdapter(KeyCommands):
     def _error(
         self, operation: str, key: str | None, exc: BaseException, *, write: bool
     ) -> CacheError:
-        code, may_trip, telling = classify(exc)
-        text = str(telling) or type(telling).__name__
-        tls = _tls_failure(exc)
-        if tls is not None:
-            code, text = ErrorCode.TLS, f"{tls} ({self._display})"
-        if code is ErrorCode.BACKEND and isinstance(exc, rx.ResponseError):
-            code = next((c for marker, c in _RESPONSE_MARKERS if marker in text), code)
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        if isinstance(exc, TimeoutError):
-            text = f"no answer within operation_timeout={self._timeout}s"
         node = getattr(exc, "connection", None)  # redis-py tags errors with the node
         server = node.name if isinstance(node, ClusterNode) else self._display
-        if code in (ErrorCode.CONNECTION, ErrorCode.TIMEOUT) and not isinstance(
+        error = to_error(
+            operation, key, exc, may_have_left=write, server=server, secrets=self._secrets,
+            timeout=self._timeout,
+        )  # fmt: skip
+        if error.code in (ErrorCode.CONNECTION, ErrorCode.TIMEOUT) and not isinstance(
             exc, rx.MaxConnectionsError
         ):
             self._stale = True  # a dead node, a failover, a redirection storm: re-read
-        error = CacheError.of(
-            code,
-            text[:_MAX_MESSAGE],
-            operation=operation,
-            key=key,
-            details={"server": server},
-            # an error reply means the node refused the command: not applied
-            maybe_applied=write
-            and code in _AMBIGUOUS
-            and not isinstance(exc, rx.ResponseError)
-            and not not_sent(exc),
-            cause=exc,
-        )
-        return error if may_trip else replace(error, trips_breaker=False)
+        return error
 
     # -- CacheProtocol: one key ------------------------------------------------------
 
@@ -550,7 +519,7 @@ class RedisClusterAdapter(KeyCommands):
         )
         deleted = sum(count for count, _ in results)
         error = next((error for _, error in results if error is not None), None)
-        return deleted if error is None else _partial(error, deleted)
+        return deleted if error is None else partial(error, deleted)
 
     async def _delete_on(
         self, node: ClusterNode, operation: str, pattern: bytes
@@ -560,7 +529,7 @@ class RedisClusterAdapter(KeyCommands):
         cursor: Any = 0
         while True:
             reply = await self._call(
-                operation, None, "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT,
+                operation, None, "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT,
                 target_nodes=node,
             )  # fmt: skip
             if isinstance(reply, CacheError):
@@ -595,7 +564,7 @@ class RedisClusterAdapter(KeyCommands):
         """
         return _scripts.run_script(
             script, keys, args,
-            send=self._send_script, is_noscript=_is_noscript, prefix=self._prefix,
+            send=self._send_script, is_noscript=is_noscript, prefix=self._prefix,
             limits=self._limits,
         )  # fmt: skip
 
@@ -640,7 +609,7 @@ def _partly_written(first: CacheError, failures: list[CacheError], groups: int) 
     maybe = written > 0 or any(failure.maybe_applied for failure in failures)
     return replace(
         first,
-        message=message[:_MAX_MESSAGE],
+        message=message[:MAX_MESSAGE],
         details=MappingProxyType(details),
         maybe_applied=maybe,
         # another attempt rewrites every group: harmless for SET (idempotent), so the

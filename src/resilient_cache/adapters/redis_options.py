@@ -173,29 +173,6 @@ class RedisOptions:
         return f"RedisOptions({', '.join(shown)})"
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where an adapter connects (for telemetry: ``server.address``, ``server.port``).
-
-    Behind Redis Sentinel the master moves: ``address``/``port`` are then the first
-    sentinel's, and ``service_name`` the monitored master's name.
-    """
-
-    address: str
-    port: int | None
-    db: int
-    service_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of the connection pool: connections idle, in use, and the cap."""
-
-    idle: int
-    in_use: int
-    max_connections: int
-
-
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (in the user info or the query) replaced by ``***``.
 

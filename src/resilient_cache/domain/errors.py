@@ -59,23 +59,61 @@ class ErrorCode(StrEnum):
     VALIDATION = "validation"
     BACKEND = "backend"
 
+    @property
+    def policy(self) -> Policy:
+        """How the library treats this code (its row of :data:`POLICY`)."""
+        return POLICY[self]
 
-# code -> (retryable, trips_breaker); the table in the module docstring, as data.
-_POLICY: Final[Mapping[ErrorCode, tuple[bool, bool]]] = MappingProxyType(
-    {
-        ErrorCode.CONNECTION: (True, True),
-        ErrorCode.TIMEOUT: (True, True),
-        ErrorCode.CIRCUIT_OPEN: (False, False),
-        ErrorCode.READONLY: (True, False),
-        ErrorCode.OUT_OF_MEMORY: (False, False),
-        ErrorCode.AUTH: (False, False),
-        ErrorCode.TLS: (False, True),
-        ErrorCode.WRONG_TYPE: (False, False),
-        ErrorCode.SERIALIZATION: (False, False),
-        ErrorCode.VALIDATION: (False, False),
-        ErrorCode.BACKEND: (False, False),
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How the library treats one :class:`ErrorCode`: one row of :data:`POLICY`.
+
+    Every decision that depends on the kind of failure reads it here, so that a new code
+    is one new row, not a hunt through the layers.
+
+    Attributes:
+        retryable: repeating the call may succeed (see ``maybe_applied`` for the limit).
+        trips_breaker: a circuit breaker counts it as a failure.
+        from_redis: when it does not trip the breaker, it is still word from Redis (the
+            server answered): the breaker counts the call as a success. ``False``: no news
+            about Redis either way (the caller's input, the breaker itself).
+        after_send: it can strike after the command left the client, so a write may have
+            happened (``maybe_applied``); an error reply never can (Redis refused it).
+        caller_error: caused by the request, not by the cache's health: telemetry's
+            outcome ``error`` rather than ``fallback``.
+        cache_down: the cache is unavailable, not one entry at fault: work that goes
+            through entries (an outbox replay) stops, as the rest would fail alike.
+    """
+
+    retryable: bool
+    trips_breaker: bool
+    from_redis: bool
+    after_send: bool
+    caller_error: bool
+    cache_down: bool
+
+
+_ = False
+Y = True
+# the table in the module docstring, as data; read by CacheError.of, the adapters, the
+# breaker and metrics layers, and the invalidation outbox
+POLICY: Final[Mapping[ErrorCode, Policy]] = MappingProxyType(
+    {  #                   retryable  trips  from_redis  after_send  caller_error  cache_down
+        ErrorCode.CONNECTION: Policy(Y, Y, Y, Y, _, Y),
+        ErrorCode.TIMEOUT: Policy(Y, Y, Y, Y, _, Y),
+        ErrorCode.CIRCUIT_OPEN: Policy(_, _, _, _, _, Y),
+        ErrorCode.READONLY: Policy(Y, _, Y, _, _, Y),
+        ErrorCode.OUT_OF_MEMORY: Policy(_, _, Y, _, _, Y),
+        ErrorCode.AUTH: Policy(_, _, Y, _, _, _),
+        ErrorCode.TLS: Policy(_, Y, Y, _, _, Y),
+        ErrorCode.WRONG_TYPE: Policy(_, _, Y, _, Y, _),
+        ErrorCode.SERIALIZATION: Policy(_, _, _, _, Y, _),
+        ErrorCode.VALIDATION: Policy(_, _, _, _, Y, _),
+        ErrorCode.BACKEND: Policy(_, _, Y, Y, _, _),
     }
-)
+)  # fmt: skip
+del _, Y
 
 NON_IDEMPOTENT_OPERATIONS: Final = frozenset({"increment", "decrement", "run_script"})
 """Operations that must not be repeated once their command may have reached Redis."""
@@ -122,7 +160,8 @@ class CacheError:
         cause: BaseException | None = None,
     ) -> CacheError:
         """Build an error whose ``retryable``/``trips_breaker`` follow the code table."""
-        retryable, trips_breaker = _POLICY[code]
+        policy = POLICY[code]
+        retryable, trips_breaker = policy.retryable, policy.trips_breaker
         if maybe_applied and operation in NON_IDEMPOTENT_OPERATIONS:
             retryable = False
         return cls(

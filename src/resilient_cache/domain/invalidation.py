@@ -1,7 +1,7 @@
 """The port of an invalidation channel (what the near cache listens to), and a fake.
 
 Pure Python: the Redis implementation is
-:class:`~resilient_cache.adapters._tracking.RedisTrackingSource`.
+:class:`~resilient_cache.adapters.tracking.RedisTrackingSource`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from resilient_cache.domain.validation import (
     encode_value,
     load_json,
 )
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 
 T = TypeVar("T")
 

@@ -34,9 +34,10 @@ import pybreaker
 
 from resilient_cache.domain.deadline import QUEUED, connection_state
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
+from resilient_cache.domain.listeners import notify
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer, deadline_expired, notify
+from resilient_cache.layers.base import Call, Layer, deadline_expired
 
 T = TypeVar("T")
 
@@ -54,10 +55,6 @@ _FROM_PYBREAKER: Final = {
     pybreaker.STATE_HALF_OPEN: BreakerState.HALF_OPEN,
     pybreaker.STATE_OPEN: BreakerState.OPEN,
 }
-
-_NEUTRAL: Final = frozenset({ErrorCode.VALIDATION, ErrorCode.SERIALIZATION, ErrorCode.CIRCUIT_OPEN})
-# codes that normally trip: when an error of these says it does not, it is no news from Redis
-_UNHEARD: Final = frozenset({ErrorCode.CONNECTION, ErrorCode.TIMEOUT})
 
 _FAIR_CHANCE: Final = 0.05
 """Seconds a call must have held its connection for a deadline cut to blame Redis."""
@@ -215,8 +212,11 @@ class CircuitBreakerLayer(Layer):
             failed = error.trips_breaker or (  # the error table decides (errors.py)
                 self._count_out_of_memory and error.code is ErrorCode.OUT_OF_MEMORY
             )
-            if not failed and (error.code in _NEUTRAL or error.code in _UNHEARD):
-                return  # no word from Redis either way (e.g. a pool wait, a batch's echo)
+            policy = error.code.policy
+            # a code that normally trips, in an error that says it does not (a pool wait, a
+            # batch's echo), is no word from Redis either way, like the caller's own errors
+            if not failed and (policy.trips_breaker or not policy.from_redis):
+                return
         state = self._breaker.current_state
         if probe and state == pybreaker.STATE_HALF_OPEN:
             if failed:

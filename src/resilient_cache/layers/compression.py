@@ -64,8 +64,8 @@ from resilient_cache.domain.validation import (
     DEFAULT_LIMITS,
     Limits,
 )
-from resilient_cache.layers._base import Call
 from resilient_cache.layers._codec import ValueCodecLayer
+from resilient_cache.layers.base import Call
 
 if TYPE_CHECKING:
     import zstandard

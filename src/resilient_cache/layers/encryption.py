@@ -64,9 +64,9 @@ from resilient_cache.domain.validation import (
     encode_key,
     invalid,
 )
-from resilient_cache.layers._base import Call
 from resilient_cache.layers._codec import UNBOUNDED, ValueCodecLayer
 from resilient_cache.layers._envelope import MAGIC, Keyring, generate_encryption_key
+from resilient_cache.layers.base import Call
 
 __all__ = ["EncryptionLayer", "generate_encryption_key"]
 

@@ -27,11 +27,11 @@ from weakref import WeakKeyDictionary
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from resilient_cache.adapters.redis_options import PoolStats
+from resilient_cache.domain.backend import PoolStats
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers.base import Call, Layer
 from resilient_cache.layers.circuit_breaker import BreakerState
 
 T = TypeVar("T")
@@ -41,11 +41,6 @@ BUCKETS: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 """Histogram buckets, 100 us to 10 s: a cache hit to a call far past any deadline."""
-
-CALLER_ERRORS: Final = frozenset(
-    {ErrorCode.VALIDATION, ErrorCode.SERIALIZATION, ErrorCode.WRONG_TYPE}
-)
-"""Failures caused by the request, not by the cache's health (outcome ``error``)."""
 
 _LOOKUPS: Final = frozenset({"get", "get_json"})
 
@@ -65,7 +60,7 @@ def outcome_of(result: Result[object, CacheError]) -> str:
     """``success``, ``fallback`` or ``error`` (see the module docstring)."""
     if isinstance(result, Success):
         return "success"
-    return "error" if result.error.code in CALLER_ERRORS else "fallback"
+    return "error" if result.error.code.policy.caller_error else "fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +222,7 @@ class MetricsLayer(Layer):
 
     def _count_lookups(self, result: Result[object, CacheError], keys: int) -> None:
         match result:
-            case Failure(error) if error.code in CALLER_ERRORS:
+            case Failure(error) if error.code.policy.caller_error:
                 pass  # a rejected request is not a lookup (it is in errors_total)
             case Failure():
                 self._fallbacks.inc(keys)

@@ -4,7 +4,7 @@ Reads (``get``, ``get_json``, ``get_many``) are served from a local LRU, without
 call, while the invalidation channel is healthy; everything else goes to the inner stack.
 
 Coherence: an :class:`InvalidationSource` (in production
-:class:`~resilient_cache.adapters._tracking.RedisTrackingSource`, Redis's
+:class:`~resilient_cache.adapters.tracking.RedisTrackingSource`, Redis's
 ``CLIENT TRACKING ... BCAST PREFIX <namespace>:``) tells the layer every key changed by
 anyone; the local copy is dropped when the message arrives, so another instance's write
 is seen here within the pub/sub latency (a fraction of a millisecond on a LAN).
@@ -46,7 +46,7 @@ from resilient_cache.domain.protocol import CacheProtocol, JsonValue
 from resilient_cache.domain.result import Result, Success
 from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
 from resilient_cache.domain.validation import load_json
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers.base import Call, Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 
 __all__ = ["InvalidationSource", "ManualInvalidations", "NearCacheLayer"]

@@ -39,9 +39,10 @@ from tenacity.stop import stop_base
 
 from resilient_cache.domain.deadline import DeadlineTimer
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
+from resilient_cache.domain.listeners import notify
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer, call_deadline, notify
+from resilient_cache.layers.base import Call, Layer, call_deadline
 
 T = TypeVar("T")
 

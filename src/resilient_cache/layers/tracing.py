@@ -32,7 +32,7 @@ from opentelemetry.util.types import AttributeValue
 from resilient_cache.domain.errors import CacheError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
-from resilient_cache.layers._base import Call, Layer
+from resilient_cache.layers.base import Call, Layer
 
 T = TypeVar("T")
 

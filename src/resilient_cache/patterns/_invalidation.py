@@ -12,29 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
-from resilient_cache.domain.errors import CacheError, ErrorCode
+from resilient_cache.domain.errors import CacheError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Result
 from resilient_cache.domain.validation import Limits, check_pattern, encode_key
 from resilient_cache.patterns import _registry
 
-__all__ = ["CACHE_DOWN", "MAX_ATTEMPTS", "Invalidation", "OverflowAction"]
+__all__ = ["MAX_ATTEMPTS", "Invalidation", "OverflowAction"]
 
 OverflowAction: TypeAlias = Callable[[CacheProtocol], Awaitable[Result[object, CacheError]]]
 """A custom wholesale invalidation, e.g. ``lambda cache: cache.delete_pattern("user:*")``."""
-
-CACHE_DOWN: Final = frozenset(
-    {
-        ErrorCode.CONNECTION,
-        ErrorCode.TIMEOUT,
-        ErrorCode.CIRCUIT_OPEN,
-        ErrorCode.READONLY,
-        ErrorCode.OUT_OF_MEMORY,
-        ErrorCode.TLS,
-    }
-)
-"""Failures that say the cache is unavailable, not that one entry is at fault: a replay
-stops at the first one, since the entries behind it would fail alike."""
 
 MAX_ATTEMPTS: Final = 5
 """Replays an entry may fail with its own failure (``auth``: NOPERM on that key,

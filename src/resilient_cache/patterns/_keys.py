@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from resilient_cache.adapters._glob import glob_escape
 from resilient_cache.domain.errors import ConfigurationError
+from resilient_cache.domain.glob import glob_escape
 
 __all__ = ["KeyTemplate", "key_part"]
 

@@ -11,8 +11,9 @@ replays them once the cache is healthy again (docs/patterns.md tells the whole s
   never deferred: nothing can be stored under it, and it could never apply.
 * **Deferred**: a failed delete is recorded unless the failure is the request's own fault;
   identical entries are kept once, at their first place.
-* **Replayed** in order: a failure in ``CACHE_DOWN`` stops the replay, every entry kept;
-  any other moves the entry to the back, dropped (logged, counted) after ``MAX_ATTEMPTS``.
+* **Replayed** in order: a failure that says the cache is down (``code.policy.cache_down``)
+  stops the replay, every entry kept; any other moves the entry to the back, dropped
+  (logged, counted) after ``MAX_ATTEMPTS``.
 * **Healthy again**, learnt three ways: the stack's breaker closing (a weak listener, idle
   once the outbox is closed), a periodic ``ping()`` while something is owed, and any
   invalidation through the outbox that succeeds.
@@ -37,12 +38,10 @@ from prometheus_client import CollectorRegistry
 from resilient_cache.domain.errors import CacheError, ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
-from resilient_cache.layers.metrics import CALLER_ERRORS
 from resilient_cache.patterns import _registry
 from resilient_cache.patterns._invalidation import (
-    CACHE_DOWN,
     MAX_ATTEMPTS,
     Invalidation,
     OverflowAction,
@@ -246,7 +245,7 @@ class Outbox:
             if self._owed():  # the cache answers: time to pay what is owed
                 self._start_replay()
             return None
-        if result.error.code in CALLER_ERRORS:
+        if result.error.code.policy.caller_error:
             return None  # the request's own fault: replaying it cannot help
         self._defer(entry, result.error.code.value)
         return result.error.code.value
@@ -291,7 +290,7 @@ class Outbox:
         """Apply what is owed, in order, until done or the cache fails; return how many applied.
 
         After an overflow the wholesale action runs first, in place of every entry. A
-        failure in :data:`CACHE_DOWN` ends the replay; an entry's own failure moves it to
+        failure that says the cache is down ends the replay; an entry's own failure moves it to
         the back (dropped after :data:`MAX_ATTEMPTS`, or at once when the cache refuses it
         as the request's fault). One replay runs at a time. Never raises.
         """
@@ -315,7 +314,7 @@ class Outbox:
                     self._inflight = None
                 entry.forget(self._cache)
                 if isinstance(result, Failure):
-                    if result.error.code in CACHE_DOWN:
+                    if result.error.code.policy.cache_down:
                         break
                     self._charge(entry, result.error)
                     tried.add(entry)
@@ -334,7 +333,7 @@ class Outbox:
         """An entry's replay failed by its own fault: drop it, or move it to the back."""
         if entry not in self._entries:
             return  # an overflow replaced it meanwhile
-        if error.code in CALLER_ERRORS:
+        if error.code.policy.caller_error:
             self._drop(entry, "rejected", error)
             return
         attempts = self._attempts.get(entry, 0) + 1

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 from weakref import WeakKeyDictionary, WeakSet
 
-from resilient_cache.adapters._glob import glob_match
+from resilient_cache.domain.glob import glob_match
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.patterns._stack import backend_of
 
@@ -48,7 +48,7 @@ class Forgetful(Protocol):
 def matcher(pattern: str) -> Callable[[str], bool]:
     """Whether a key matches the Redis glob ``pattern``, as ``delete_pattern`` selects it.
 
-    Redis's own matcher (``adapters/_glob.py``), behind a cheap test of the pattern's
+    Redis's own matcher (``domain/glob.py``), behind a cheap test of the pattern's
     literal beginning (``user:42:`` of ``user:42:*``), so that most keys are rejected
     without running the matcher.
     """

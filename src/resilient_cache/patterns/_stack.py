@@ -20,7 +20,7 @@ from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.validation import DEFAULT_LIMITS, Limits
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 
 __all__ = ["backend_of", "check_flush_is_scoped", "limits_of"]
 

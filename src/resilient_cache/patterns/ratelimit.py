@@ -51,7 +51,7 @@ from resilient_cache.domain.scripts import (
     ScriptStore,
 )
 from resilient_cache.domain.validation import MAX_TTL_SECONDS
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 
 __all__ = ["FIXED_WINDOW", "SLIDING_WINDOW", "RateLimit", "RateLimiter"]
 

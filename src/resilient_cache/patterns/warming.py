@@ -31,7 +31,7 @@ from typing import Final, Literal, TypeAlias
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure
-from resilient_cache.layers._base import Layer
+from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 
 __all__ = ["StopReason", "WarmItem", "WarmProgress", "WarmReport", "warm"]

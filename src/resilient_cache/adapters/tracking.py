@@ -54,7 +54,7 @@ from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.invalidation import InvalidationListener
-from resilient_cache.layers._base import notify
+from resilient_cache.domain.listeners import notify
 
 __all__ = ["CHANNEL", "RedisTrackingSource"]
 

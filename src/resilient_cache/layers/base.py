@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -32,18 +32,9 @@ from resilient_cache.domain.scripts import (
 T = TypeVar("T")
 K = TypeVar("K")
 
-__all__ = ["Call", "Layer", "call_deadline", "deadline_expired", "notify"]
+__all__ = ["Call", "Layer", "call_deadline", "deadline_expired"]
 
 _log = logging.getLogger("resilient_cache")
-
-
-def notify(listeners: Iterable[Callable[..., object]], *args: object) -> None:
-    """Call each listener; one that raises is logged and skipped, never breaks the call."""
-    for listener in listeners:
-        try:
-            listener(*args)
-        except Exception:
-            _log.exception("resilient_cache listener %r failed", listener)
 
 
 Call = Callable[[], Awaitable[Result[T, CacheError]]]
