@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis import exceptions as rx
@@ -33,41 +32,27 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConn
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._coalesce import ReadCoalescer
 from resilient_cache.adapters._commands import SCAN_COUNT, KeyCommands
-from resilient_cache.adapters._errors import PoolTimeoutError, is_noscript, partial, to_error
+from resilient_cache.adapters._errors import PoolTimeoutError, partial, to_error
 from resilient_cache.adapters._pool import Pool
 from resilient_cache.adapters._sentinel import SentinelConnection, SentinelMaster, sentinel_client
 from resilient_cache.adapters._tls import TlsProbe
 from resilient_cache.adapters._tls import cut_off as _cut_off
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
-    RedisOptions,
     pool_settings,
     redact_url,
 )
 from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.deadline import (
     QUEUED,
-    DeadlineTimer,
-    call_deadline,
     connection_state,
 )
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
-from resilient_cache.domain.glob import glob_escape
-from resilient_cache.domain.protocol import JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
-from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
 from resilient_cache.domain.validation import (
-    DEFAULT_LIMITS,
     Limits,
-    check_namespace,
-    check_pattern,
-    check_ttl,
-    encode_keys,
-    encode_mapping,
-    load_json,
 )
 
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
@@ -99,8 +84,7 @@ class RedisAdapter(KeyCommands):
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         coalesce_reads: bool = False,
     ) -> None:
-        check_namespace(namespace)
-        RedisOptions(operation_timeout=operation_timeout)  # validates it
+        self._init_keys(namespace, f"{namespace}:", limits, operation_timeout)
         settings: ConnectionPool = client.connection_pool
         # kept alive: redis-py's Sentinel connections (a master_for() client) hold only a
         # weak reference to their pool
@@ -118,12 +102,6 @@ class RedisAdapter(KeyCommands):
             kwargs.get("host"), kwargs.get("port"), tls=self._tls,
             client_certificate=bool(kwargs.get("ssl_certfile")),
         )  # fmt: skip
-        self._namespace = namespace
-        self._prefix = f"{namespace}:".encode() if namespace else b""
-        self._glob_prefix = f"{glob_escape(namespace)}:".encode() if namespace else b""
-        self._limits = limits or DEFAULT_LIMITS
-        self._timeout = operation_timeout
-        self._timer = DeadlineTimer()
         self._coalescer = ReadCoalescer(self._fetch_many) if coalesce_reads else None
         self._secrets: tuple[str, ...] = tuple(filter(None, [kwargs.get("password")]))
         where = (
@@ -238,14 +216,6 @@ class RedisAdapter(KeyCommands):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def connect(self) -> Result[bool, CacheError]:
-        """Check that Redis answers (a PING). Never raises.
-
-        A ``Failure`` here does not stop anything: the adapter connects lazily, so calls
-        fail open while Redis is down and succeed once it is back, without a restart.
-        """
-        return await self.ping()
-
     async def aclose(self) -> None:
         """Close the adapter's connections (a client passed in stays open).
 
@@ -258,26 +228,6 @@ class RedisAdapter(KeyCommands):
             await conn.disconnect()
         if self._sentinel is not None:
             await self._sentinel.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @property
-    def endpoint(self) -> Endpoint:
-        """Where this adapter connects: address (host or socket path), port, database.
-
-        Behind Sentinel: the first sentinel's address, and the service name.
-        """
-        return self._endpoint
 
     def pool_stats(self) -> PoolStats:
         """Count the pool's connections (for the pool gauge; also shows leaks in tests)."""
@@ -304,10 +254,7 @@ class RedisAdapter(KeyCommands):
         conn: Any = None
         sent = fresh = False
         loop = asyncio.get_running_loop()
-        bound = loop.time() + self._timeout
-        outer = call_deadline.get()
-        # an earlier deadline of the caller's (RetryLayer) makes a timer of our own redundant
-        expiry = None if outer is not None and outer <= bound else self._timer.start(loop, bound)
+        bound, outer, expiry = self._deadline(loop)
         try:
             try:
                 # None while connecting (Redis's business); QUEUED, set by the pool, while
@@ -452,10 +399,6 @@ class RedisAdapter(KeyCommands):
 
     # -- CacheProtocol -----------------------------------------------------------
 
-    def get(self, key: str) -> Coroutine[Any, Any, Result[str | None, CacheError]]:
-        """Return the value, or ``Success(None)`` when the key is missing."""
-        return self._get("get", key)  # (a plain def: one coroutine frame less per call)
-
     async def _get(self, operation: str, key: str) -> Result[str | None, CacheError]:
         full = self._key(operation, key)
         if isinstance(full, CacheError):
@@ -466,10 +409,7 @@ class RedisAdapter(KeyCommands):
             reply = await self._coalescer.get(full)
             if isinstance(reply, CacheError):  # the batch's error, told as this call's
                 reply = replace(reply, operation=operation, key=key)
-        if isinstance(reply, CacheError):
-            return Failure(reply)
-        value = self._decode(operation, key, reply)
-        return Failure(value) if isinstance(value, CacheError) else Success(value)
+        return self._decoded(operation, key, reply)
 
     async def _fetch_many(self, keys: Sequence[bytes]) -> Sequence[Any] | CacheError:
         """One round trip for a batch of coalesced GETs (a lone key stays a GET)."""
@@ -481,40 +421,10 @@ class RedisAdapter(KeyCommands):
         values: list[Any] | CacheError = await self._call("get", None, "MGET", *keys)
         return values
 
-    async def get_json(self, key: str) -> Result[JsonValue, CacheError]:
-        """Return the decoded JSON value, ``Success(None)`` when missing."""
-        result = await self._get("get_json", key)
-        if isinstance(result, Failure) or result.value is None:
-            return result
-        return load_json("get_json", key, result.value)
-
-    def set(
-        self, key: str, value: str, ttl: int | None = None
-    ) -> Coroutine[Any, Any, Result[None, CacheError]]:
-        """Store ``value``, replacing any TTL with ``ttl`` (``None`` = no expiry)."""
-        return self._set("set", key, value, ttl)
-
-    async def flush(self) -> Result[None, CacheError]:
-        """Remove this namespace's keys (every key of the database without a namespace).
-
-        ``SCAN`` + ``UNLINK`` batches, never ``FLUSHDB``/``FLUSHALL``/``KEYS``: the adapter
-        works under an ACL that denies those (see docs/security.md).
-        """
-        deleted = await self._delete_matching("flush", self._glob_prefix + b"*")
-        return Failure(deleted) if isinstance(deleted, CacheError) else Success(None)
-
     async def ping(self) -> Result[bool, CacheError]:
         """``Success(True)`` when Redis answers PING."""
         reply = await self._call("ping", None, "PING")
         return Failure(reply) if isinstance(reply, CacheError) else Success(True)
-
-    async def delete_pattern(self, pattern: str) -> Result[int, CacheError]:
-        """Delete matching keys with SCAN + UNLINK in batches (never KEYS)."""
-        raw = check_pattern("delete_pattern", pattern)
-        if isinstance(raw, CacheError):
-            return Failure(raw)
-        deleted = await self._delete_matching("delete_pattern", self._glob_prefix + raw)
-        return Failure(deleted) if isinstance(deleted, CacheError) else Success(deleted)
 
     async def _delete_matching(self, operation: str, pattern: bytes) -> int | CacheError:
         deleted = 0
@@ -536,35 +446,24 @@ class RedisAdapter(KeyCommands):
 
     async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
         """Return every requested key (``None`` for missing ones) with one MGET."""
-        encoded = encode_keys("get_many", keys, self._limits)
-        if isinstance(encoded, CacheError):
-            return Failure(encoded)
-        if not encoded:
+        fulls = self._many_keys(keys)
+        if isinstance(fulls, CacheError):
+            return Failure(fulls)
+        if not fulls:
             return Success({})
-        reply = await self._call("get_many", None, "MGET", *(self._prefix + k for _, k in encoded))
+        reply = await self._call("get_many", None, "MGET", *fulls.values())
         if isinstance(reply, CacheError):
             return Failure(reply)
-        found: dict[str, str | None] = {}
-        for (key, _), raw in zip(encoded, reply, strict=True):
-            value = self._decode("get_many", key, raw)
-            if isinstance(value, CacheError):
-                return Failure(value)
-            found[key] = value
-        return Success(found)
+        return self._many_values({}, zip(fulls, reply, strict=True))
 
     async def set_many(
         self, mapping: dict[str, str], ttl: int | None = None
     ) -> Result[None, CacheError]:
         """Store every pair atomically in one round trip: MSET, or MULTI/SET EX/EXEC."""
-        rows = encode_mapping("set_many", mapping, self._limits)
-        if isinstance(rows, CacheError):
-            return Failure(rows)
-        seconds = check_ttl("set_many", None, ttl)
-        if isinstance(seconds, CacheError):
-            return Failure(seconds)
-        if not rows:
-            return Success(None)
-        pairs = [(self._prefix + raw_key, raw_value) for _, raw_key, _, raw_value in rows]
+        checked = self._many_items(mapping, ttl)
+        if not isinstance(checked, tuple):
+            return checked
+        pairs, seconds = checked
         if seconds is None:
             flat = (part for pair in pairs for part in pair)
             reply = await self._call("set_many", None, "MSET", *flat, write=True)
@@ -577,18 +476,3 @@ class RedisAdapter(KeyCommands):
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
-
-    # -- the script capability (resilient_cache.domain.scripts) -----------------------
-
-    def run_script(
-        self, script: CacheScript, keys: Sequence[str], args: Sequence[ScriptArg] = ()
-    ) -> Coroutine[Any, Any, Result[ScriptReply, CacheError]]:
-        """Run ``script`` atomically: ``EVALSHA``, or ``EVAL`` when Redis answers NOSCRIPT.
-
-        ``keys`` are namespaced like every key; a run is a write that is never retried once
-        it may have reached Redis (see :mod:`resilient_cache.adapters._scripts`).
-        """
-        return _scripts.run_script(
-            script, keys, args,
-            send=self._call, is_noscript=is_noscript, prefix=self._prefix, limits=self._limits,
-        )  # fmt: skip

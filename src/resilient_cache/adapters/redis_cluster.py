@@ -22,7 +22,7 @@ redis-py (docs/scale-out.md tells the whole story):
   adapters share (``adapters/_errors.py``); redis-py does not say whether a command left the
   client, so a write that failed with CONNECTION or TIMEOUT is ``maybe_applied`` unless the
   failure was surely before sending (no connection could be made, no node serves the slot).
-* **No secrets.** Passwords never appear in ``repr``, error messages or details.
+* **No secrets.** As with RedisAdapter, no password in ``repr``, messages or details.
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Self, TypeVar
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
 
 from redis import exceptions as rx
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._cluster_support import (
     SET_WITH_TTL,
     by_slot,
@@ -50,28 +49,18 @@ from resilient_cache.adapters._cluster_support import (
     url_seed,
 )
 from resilient_cache.adapters._commands import SCAN_COUNT, KeyCommands
-from resilient_cache.adapters._errors import MAX_MESSAGE, is_noscript, partial, to_error
+from resilient_cache.adapters._errors import MAX_MESSAGE, partial, to_error
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
     RedisOptions,
 )
 from resilient_cache.domain.backend import Endpoint, PoolStats
-from resilient_cache.domain.deadline import DeadlineTimer, call_deadline, deadline_expired
+from resilient_cache.domain.deadline import deadline_expired
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
-from resilient_cache.domain.glob import glob_escape
-from resilient_cache.domain.protocol import JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
-from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
 from resilient_cache.domain.validation import (
-    DEFAULT_LIMITS,
     Limits,
-    check_namespace,
-    check_pattern,
-    check_ttl,
-    encode_keys,
-    encode_mapping,
     invalid,
-    load_json,
 )
 
 T = TypeVar("T")
@@ -96,33 +85,31 @@ class RedisClusterAdapter(KeyCommands):
             all-or-nothing and ``get_many`` one command, at the price of putting the whole
             namespace on one node. Needs a namespace.
         operation_timeout: bound on a whole call, in seconds (default 0.5).
+
+    Raises:
+        ConfigurationError: a bad namespace or ``operation_timeout``, or
+            ``hash_tag_namespace`` without a namespace.
     """
 
     def __init__(
         self,
         client: RedisCluster,
+        /,
         *,
+        hash_tag_namespace: bool = False,
         namespace: str | None = None,
         limits: Limits | None = None,
-        hash_tag_namespace: bool = False,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
     ) -> None:
-        check_namespace(namespace)
-        RedisOptions(operation_timeout=operation_timeout)  # validates it
+        prefix = f"{{{namespace}}}:" if hash_tag_namespace else f"{namespace}:"
+        self._init_keys(namespace, prefix, limits, operation_timeout)
         if hash_tag_namespace and namespace is None:
             raise ConfigurationError(
                 "hash_tag_namespace", "needs a namespace: it becomes the hash tag '{namespace}:'"
             )
         client.set_retry(Retry(NoBackoff(), 0))  # one network attempt per call
         self._client = client
-        self._namespace = namespace
         self._hash_tag = hash_tag_namespace
-        prefix = f"{{{namespace}}}:" if hash_tag_namespace else f"{namespace}:"
-        self._prefix = prefix.encode() if namespace else b""
-        self._glob_prefix = glob_escape(prefix).encode() if namespace else b""
-        self._limits = limits or DEFAULT_LIMITS
-        self._timeout = operation_timeout
-        self._timer = DeadlineTimer()
         self._stale = False  # the topology must be re-read before the next call
         self._refreshed_at = -math.inf
         kwargs = client.get_connection_kwargs()
@@ -172,9 +159,9 @@ class RedisClusterAdapter(KeyCommands):
         cls,
         url: str,
         *,
+        hash_tag_namespace: bool = False,
         namespace: str | None = None,
         limits: Limits | None = None,
-        hash_tag_namespace: bool = False,
         **options: Any,
     ) -> RedisClusterAdapter:
         """Build an adapter from ``redis://[user:password@]host:port`` (``rediss://``: TLS)
@@ -224,14 +211,6 @@ class RedisClusterAdapter(KeyCommands):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def connect(self) -> Result[bool, CacheError]:
-        """Discover the cluster and PING every primary. Never raises.
-
-        A ``Failure`` stops nothing: the adapter connects lazily, so calls fail open while
-        the cluster is unreachable and succeed once it is back, without a restart.
-        """
-        return await self.ping()
-
     async def aclose(self) -> None:
         """Close every connection to every node. A later call connects (and discovers) again."""
         client = self._client
@@ -240,23 +219,6 @@ class RedisClusterAdapter(KeyCommands):
         with contextlib.suppress(Exception):
             await client.nodes_manager.aclose()
             await client.nodes_manager.aclose("startup_nodes")
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @property
-    def endpoint(self) -> Endpoint:
-        """The first seed node (telemetry's ``server.address``/``server.port``); database 0."""
-        return self._endpoint
 
     @property
     def client(self) -> RedisCluster:
@@ -287,10 +249,7 @@ class RedisClusterAdapter(KeyCommands):
     ) -> T | CacheError:
         """Run ``work`` (redis-py calls) within the call's bound; its result or the error."""
         loop = asyncio.get_running_loop()
-        bound = loop.time() + self._timeout
-        outer = call_deadline.get()
-        # an earlier deadline of the caller's (RetryLayer) makes a timer of our own redundant
-        expiry = None if outer is not None and outer <= bound else self._timer.start(loop, bound)
+        _, _, expiry = self._deadline(loop)
         try:
             try:
                 if self._stale:
@@ -398,31 +357,6 @@ class RedisClusterAdapter(KeyCommands):
 
     # -- CacheProtocol: one key ------------------------------------------------------
 
-    async def get(self, key: str) -> Result[str | None, CacheError]:
-        """Return the value, or ``Success(None)`` when the key is missing."""
-        return await self._get("get", key)
-
-    async def _get(self, operation: str, key: str) -> Result[str | None, CacheError]:
-        full = self._key(operation, key)
-        if isinstance(full, CacheError):
-            return Failure(full)
-        reply = await self._call(operation, key, "GET", full)
-        if isinstance(reply, CacheError):
-            return Failure(reply)
-        value = self._decode(operation, key, reply)
-        return Failure(value) if isinstance(value, CacheError) else Success(value)
-
-    async def get_json(self, key: str) -> Result[JsonValue, CacheError]:
-        """Return the decoded JSON value, ``Success(None)`` when missing."""
-        result = await self._get("get_json", key)
-        if isinstance(result, Failure) or result.value is None:
-            return result
-        return load_json("get_json", key, result.value)
-
-    async def set(self, key: str, value: str, ttl: int | None = None) -> Result[None, CacheError]:
-        """Store ``value``, replacing any TTL with ``ttl`` (``None`` = no expiry)."""
-        return await self._set("set", key, value, ttl)
-
     async def ping(self) -> Result[bool, CacheError]:
         """``Success(True)`` when every primary answers PING."""
         reply = await self._call("ping", None, "PING", target_nodes=RedisCluster.PRIMARIES)
@@ -433,10 +367,9 @@ class RedisClusterAdapter(KeyCommands):
     async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
         """Return every requested key (``None`` for missing ones): one MGET per slot, one
         round trip per node."""
-        encoded = encode_keys("get_many", keys, self._limits)
-        if isinstance(encoded, CacheError):
-            return Failure(encoded)
-        distinct = {key: self._prefix + raw for key, raw in encoded}
+        distinct = self._many_keys(keys)
+        if isinstance(distinct, CacheError):
+            return Failure(distinct)
         if not distinct:
             return Success({})
         groups = by_slot((full, key) for key, full in distinct.items())
@@ -450,11 +383,9 @@ class RedisClusterAdapter(KeyCommands):
         for members, reply in zip(groups.values(), replies, strict=True):
             if isinstance(reply, CacheError):
                 return Failure(reply)
-            for (_, key), raw in zip(members, reply, strict=True):
-                value = self._decode("get_many", key, raw)
-                if isinstance(value, CacheError):
-                    return Failure(value)
-                values[key] = value
+            decoded = self._many_values(values, zip((k for _, k in members), reply, strict=True))
+            if isinstance(decoded, Failure):
+                return decoded
         return Success({key: values[key] for key in distinct})  # the caller's order
 
     async def set_many(
@@ -467,15 +398,11 @@ class RedisClusterAdapter(KeyCommands):
         or ``hash_tag_namespace``) make the whole call all-or-nothing. A failure after some
         slot groups were written says ``maybe_applied`` and counts them in its details.
         """
-        rows = encode_mapping("set_many", mapping, self._limits)
-        if isinstance(rows, CacheError):
-            return Failure(rows)
-        seconds = check_ttl("set_many", None, ttl)
-        if isinstance(seconds, CacheError):
-            return Failure(seconds)
-        if not rows:
-            return Success(None)
-        groups = by_slot((self._prefix + raw_key, raw_value) for _, raw_key, _, raw_value in rows)
+        checked = self._many_items(mapping, ttl)
+        if not isinstance(checked, tuple):
+            return checked
+        pairs, seconds = checked
+        groups = by_slot(pairs)
         commands: list[tuple[int, Command]] = []
         for slot, members in groups.items():
             if seconds is None:
@@ -492,22 +419,6 @@ class RedisClusterAdapter(KeyCommands):
         if not failed:
             return Success(None)
         return Failure(_partly_written(failed[0], failed, len(replies)))
-
-    async def delete_pattern(self, pattern: str) -> Result[int, CacheError]:
-        """Delete matching keys: SCAN every primary, UNLINK per slot (never KEYS)."""
-        raw = check_pattern("delete_pattern", pattern)
-        if isinstance(raw, CacheError):
-            return Failure(raw)
-        deleted = await self._delete_matching("delete_pattern", self._glob_prefix + raw)
-        return Failure(deleted) if isinstance(deleted, CacheError) else Success(deleted)
-
-    async def flush(self) -> Result[None, CacheError]:
-        """Remove this namespace's keys (every key of the cluster without a namespace).
-
-        ``SCAN`` of every primary + ``UNLINK`` per slot, never ``FLUSHALL``/``KEYS``.
-        """
-        deleted = await self._delete_matching("flush", self._glob_prefix + b"*")
-        return Failure(deleted) if isinstance(deleted, CacheError) else Success(None)
 
     async def _delete_matching(self, operation: str, pattern: bytes) -> int | CacheError:
         client = self._client
@@ -550,23 +461,6 @@ class RedisClusterAdapter(KeyCommands):
                     return deleted, failed
             if int(cursor) == 0:
                 return deleted, None
-
-    # -- the script capability (resilient_cache.domain.scripts) -----------------------
-
-    def run_script(
-        self, script: CacheScript, keys: Sequence[str], args: Sequence[ScriptArg] = ()
-    ) -> Coroutine[Any, Any, Result[ScriptReply, CacheError]]:
-        """Run ``script`` atomically: ``EVALSHA``, or ``EVAL`` when the node answers NOSCRIPT.
-
-        Its keys must share one hash slot (a hash tag such as ``{user42}:``, or
-        ``hash_tag_namespace=True``): keys in several slots are a ``VALIDATION`` failure,
-        nothing sent.
-        """
-        return _scripts.run_script(
-            script, keys, args,
-            send=self._send_script, is_noscript=is_noscript, prefix=self._prefix,
-            limits=self._limits,
-        )  # fmt: skip
 
     async def _send_script(
         self, operation: str, key: str | None, *command: Any, write: bool = False
