@@ -19,6 +19,10 @@ from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
 from resilient_cache.demo.faults import SignalFaults
 from resilient_cache.testing import LOOPBACK, free_port
 from tests.servers import RedisServer
+from tests.topology import RedisClusterProcesses, private_cluster, redis_cli_binary
+
+# the fixtures of tests/topology.py, imported rather than a pytest_plugins entry
+__all__ = ["private_cluster", "redis_cli_binary"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -113,6 +117,21 @@ def test_ping_is_a_container_probe(redis_server: RedisServer) -> None:
     assert down.stdout.startswith("FAIL redis://:***@127.0.0.1:")
     assert "connection" in down.stdout
     assert "pw@" not in down.stdout
+
+
+@pytest.mark.slow
+def test_ping_asks_the_configured_topology(private_cluster: RedisClusterProcesses) -> None:
+    """With CACHE_TOPOLOGY=cluster, ping asks the cluster's nodes (not CACHE_REDIS_URL)."""
+    redis_cluster = private_cluster
+    nodes = ",".join(f"{host}:{port}" for host, port in redis_cluster.startup_nodes)
+    env = {"CACHE_TOPOLOGY": "cluster", "CACHE_CLUSTER__NODES": nodes}
+    result = run_cli("ping", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("OK RedisClusterAdapter("), result.stdout
+    redis_cluster.kill(redis_cluster.primaries()[0])  # one primary gone: ping says so
+    down = run_cli("ping", env=env)
+    assert down.returncode == 1, down.stdout
+    assert down.stdout.startswith("FAIL RedisClusterAdapter("), down.stdout
 
 
 def test_info_shows_settings_without_secrets_and_the_stack() -> None:

@@ -15,9 +15,9 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
+from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.result import Failure, Success
 from resilient_cache.layers.near_cache import NearCacheLayer

@@ -85,7 +85,7 @@ def build_cache(
     """
     settings = settings or CacheSettings.from_env()
     b, r, o = settings.breaker, settings.retry, settings.observability
-    adapter = _adapter(settings, credential_provider)
+    adapter = build_backend(settings, credential_provider)
     inner: CacheProtocol = adapter
     if settings.encryption.keys:  # innermost: its failures are seen by every other layer
         inner = EncryptionLayer(
@@ -138,10 +138,13 @@ def build_cache(
     return stack
 
 
-def _adapter(
-    settings: CacheSettings, credential_provider: object | None
+def build_backend(
+    settings: CacheSettings, credential_provider: object | None = None
 ) -> RedisAdapter | RedisClusterAdapter:
-    """The backend for the settings' topology; connection options from ``CACHE_REDIS__*``.
+    """The backend alone (no layers) for the settings' topology; nothing connects yet.
+
+    Connection options come from ``CACHE_REDIS__*``; ``build_cache`` wraps this backend,
+    and ``resilient-cache ping`` asks it directly.
 
     ``CACHE_REDIS_URL`` is used by the standalone topology only; cluster and sentinel take
     their addresses from ``CACHE_CLUSTER__NODES`` / ``CACHE_SENTINEL__ADDRESSES``.

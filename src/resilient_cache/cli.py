@@ -161,17 +161,15 @@ def _settings(redis_url: str | None) -> Any:
 
 
 async def _ping(redis_url: str | None) -> int:
-    from resilient_cache.adapters.redis_adapter import RedisAdapter  # noqa: PLC0415
+    from resilient_cache.bootstrap import build_backend  # noqa: PLC0415
 
     settings = _settings(redis_url)
-    adapter = RedisAdapter.from_url(
-        settings.redis_url, **settings.redis.options(deadline=settings.deadline)
-    )
+    adapter = build_backend(settings)  # the topology of the settings, as the stack uses it
     started = time.monotonic()
     result = await adapter.ping()
     elapsed = (time.monotonic() - started) * 1000
     await adapter.aclose()
-    where = redact_url(settings.redis_url)
+    where = redact_url(settings.redis_url) if settings.topology == "standalone" else adapter
     if isinstance(result, Failure):
         print(f"FAIL {where} {result.error.code.value}: {result.error.message} ({elapsed:.0f} ms)")
         return EXIT_FAILED
