@@ -4,14 +4,12 @@ When Redis is slow, down or misbehaving, calls return a fast ``Failure`` instead
 raising, so the service embedding the cache keeps working.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.adapters.redis_options import RedisOptions, redact_url
 from resilient_cache.adapters.tracking import RedisTrackingSource
-from resilient_cache.bootstrap import build_cache, get_cache
+from resilient_cache.bootstrap import build_backend, build_cache, get_cache
 from resilient_cache.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
@@ -51,11 +49,7 @@ from resilient_cache.settings import (
     RedisSettings,
     RetrySettings,
 )
-
-try:
-    __version__ = version("resilient-cache")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from resilient_cache.version import __version__
 
 __all__ = [
     "BreakerSettings",
@@ -108,6 +102,7 @@ __all__ = [
     "UnwrapError",
     "WarmReport",
     "__version__",
+    "build_backend",
     "build_cache",
     "cache_key",
     "cached",

@@ -33,6 +33,7 @@ from resilient_cache.domain.errors import CacheError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
 from resilient_cache.layers.base import Call, Layer
+from resilient_cache.version import __version__
 
 T = TypeVar("T")
 
@@ -98,7 +99,6 @@ class TracingLayer(Layer):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner)
-        from resilient_cache import __version__  # noqa: PLC0415 - the package imports us
 
         self._tracer = trace.get_tracer(INSTRUMENTATION, __version__, tracer_provider)
         meter = metrics.get_meter(INSTRUMENTATION, __version__, meter_provider)
