@@ -279,3 +279,33 @@ def test_topology_mistakes_are_named(
     with pytest.raises(ConfigurationError) as info:
         CacheSettings.from_env()
     assert info.value.setting == variable
+
+
+def test_every_default_is_the_one_of_domain_defaults() -> None:
+    """The settings and the layers' constructors take their defaults from one module."""
+    import inspect  # noqa: PLC0415
+
+    from resilient_cache import RetryBudget, RetryLayer  # noqa: PLC0415
+    from resilient_cache.domain import defaults  # noqa: PLC0415
+
+    def keyword_defaults(callable_: object) -> dict[str, object]:
+        parameters = inspect.signature(callable_).parameters.values()  # type: ignore[arg-type]
+        return {p.name: p.default for p in parameters if p.default is not p.empty}
+
+    settings = CacheSettings()
+    assert keyword_defaults(CircuitBreakerLayer) | {"clock": None} == {
+        **settings.breaker.model_dump(), "clock": None
+    }  # fmt: skip
+    retry = keyword_defaults(RetryLayer)
+    assert {name: retry[name] for name in ("attempts", "backoff_base", "backoff_max")} == (
+        settings.retry.model_dump(include={"attempts", "backoff_base", "backoff_max"})
+    )
+    assert (retry["deadline"], retry["bulk_deadline"]) == (
+        settings.deadline, settings.bulk_deadline
+    ) == (defaults.DEADLINE, defaults.BULK_DEADLINE)  # fmt: skip
+    budget = keyword_defaults(RetryBudget)
+    assert (budget["ratio"], budget["min_per_second"], budget["window"]) == (
+        settings.retry.budget_ratio, settings.retry.budget_min_per_second,
+        settings.retry.budget_window,
+    )  # fmt: skip
+    assert settings.redis_options().max_connections == defaults.MAX_CONNECTIONS

@@ -94,9 +94,7 @@ def build_cache(
     breaker = CircuitBreakerLayer(inner, **b.model_dump(), clock=clock)  # same names
     retry = RetryLayer(
         breaker,
-        attempts=r.attempts,
-        backoff_base=r.backoff_base,
-        backoff_max=r.backoff_max,
+        **r.model_dump(exclude={"budget_ratio", "budget_min_per_second", "budget_window"}),
         deadline=settings.deadline,
         bulk_deadline=settings.bulk_deadline,
         budget=RetryBudget(r.budget_ratio, r.budget_min_per_second, r.budget_window, clock),

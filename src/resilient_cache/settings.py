@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from resilient_cache.adapters.redis_options import RedisOptions, pool_settings
+from resilient_cache.domain import defaults
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.validation import check_namespace
 
@@ -37,12 +38,20 @@ class RetrySettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    attempts: int = Field(2, ge=1, le=10, description="tries per call, the first included")
-    backoff_base: float = Field(0.01, gt=0, description="backoff base, seconds")
-    backoff_max: float = Field(0.1, gt=0, description="backoff cap, seconds")
-    budget_ratio: float = Field(0.2, ge=0, le=1, description="retries per call allowed")
-    budget_min_per_second: float = Field(10, ge=0, description="retries always allowed per s")
-    budget_window: int = Field(10, ge=1, le=3600, description="budget window, seconds")
+    attempts: int = Field(
+        defaults.ATTEMPTS, ge=1, le=10, description="tries per call, the first included"
+    )
+    backoff_base: float = Field(defaults.BACKOFF_BASE, gt=0, description="backoff base, seconds")
+    backoff_max: float = Field(defaults.BACKOFF_MAX, gt=0, description="backoff cap, seconds")
+    budget_ratio: float = Field(
+        defaults.BUDGET_RATIO, ge=0, le=1, description="retries per call allowed"
+    )
+    budget_min_per_second: float = Field(
+        defaults.BUDGET_MIN_PER_SECOND, ge=0, description="retries always allowed per s"
+    )
+    budget_window: int = Field(
+        defaults.BUDGET_WINDOW, ge=1, le=3600, description="budget window, seconds"
+    )
 
 
 class BreakerSettings(BaseModel):
@@ -50,11 +59,21 @@ class BreakerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    fail_max: int = Field(5, ge=1, description="consecutive failures that open the circuit")
-    reset_timeout: float = Field(5.0, gt=0, description="first open time, seconds")
-    reset_timeout_max: float = Field(60.0, gt=0, description="cap of the doubling open time")
-    success_threshold: int = Field(2, ge=1, description="probe successes that close it")
-    half_open_permits: int = Field(1, ge=1, description="probes at once in half-open")
+    fail_max: int = Field(
+        defaults.FAIL_MAX, ge=1, description="consecutive failures that open the circuit"
+    )
+    reset_timeout: float = Field(
+        defaults.RESET_TIMEOUT, gt=0, description="first open time, seconds"
+    )
+    reset_timeout_max: float = Field(
+        defaults.RESET_TIMEOUT_MAX, gt=0, description="cap of the doubling open time"
+    )
+    success_threshold: int = Field(
+        defaults.SUCCESS_THRESHOLD, ge=1, description="probe successes that close it"
+    )
+    half_open_permits: int = Field(
+        defaults.HALF_OPEN_PERMITS, ge=1, description="probes at once in half-open"
+    )
     count_out_of_memory: bool = Field(False, description="let OUT_OF_MEMORY trip it")
 
 
@@ -236,9 +255,14 @@ class CacheSettings(BaseSettings):
     )
     namespace: str | None = Field(None, min_length=1)
     name: str = Field("default", min_length=1, description="the `cache` label in telemetry")
-    deadline: float = Field(0.5, gt=0, le=60, description="bound on a whole call, seconds")
+    deadline: float = Field(
+        defaults.DEADLINE, gt=0, le=60, description="bound on a whole call, seconds"
+    )
     bulk_deadline: float = Field(
-        10.0, gt=0, le=3600, description="bound on delete_pattern and flush, seconds"
+        defaults.BULK_DEADLINE,
+        gt=0,
+        le=3600,
+        description="bound on delete_pattern and flush, seconds",
     )
     redis: RedisSettings = RedisSettings()
     retry: RetrySettings = RetrySettings()

@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from resilient_cache.domain import defaults
 from resilient_cache.domain.errors import ConfigurationError
 
-DEFAULT_OPERATION_TIMEOUT: Final = 0.5
+DEFAULT_OPERATION_TIMEOUT: Final = defaults.DEADLINE
 _URL_QUERY_ALLOWED: Final = frozenset({"db", "password", "username"})
 _TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_ca_data", "ssl_certfile", "ssl_keyfile")
 _INSECURE_QUERY: Final = frozenset({"ssl_cert_reqs", "ssl_check_hostname"})
@@ -87,9 +88,9 @@ class RedisOptions:
     """
 
     socket_timeout: float | None = None
-    connect_timeout: float = 0.5
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
-    max_connections: int = 50
+    max_connections: int = defaults.MAX_CONNECTIONS
     pool_timeout: float | None = None
     health_check_interval: int = 30
     socket_keepalive: bool = True

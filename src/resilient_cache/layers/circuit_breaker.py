@@ -32,6 +32,7 @@ from typing import Final, TypeVar
 
 import pybreaker
 
+from resilient_cache.domain import defaults
 from resilient_cache.domain.deadline import QUEUED, connection_state
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.listeners import notify
@@ -103,11 +104,11 @@ class CircuitBreakerLayer(Layer):
         self,
         inner: CacheProtocol,
         *,
-        fail_max: int = 5,
-        reset_timeout: float = 5.0,
-        reset_timeout_max: float = 60.0,
-        success_threshold: int = 2,
-        half_open_permits: int = 1,
+        fail_max: int = defaults.FAIL_MAX,
+        reset_timeout: float = defaults.RESET_TIMEOUT,
+        reset_timeout_max: float = defaults.RESET_TIMEOUT_MAX,
+        success_threshold: int = defaults.SUCCESS_THRESHOLD,
+        half_open_permits: int = defaults.HALF_OPEN_PERMITS,
         count_out_of_memory: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

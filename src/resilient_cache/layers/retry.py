@@ -37,6 +37,7 @@ from tenacity import (
 from tenacity import wait_random_exponential as full_jitter
 from tenacity.stop import stop_base
 
+from resilient_cache.domain import defaults
 from resilient_cache.domain.deadline import DeadlineTimer
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.listeners import notify
@@ -72,9 +73,9 @@ class RetryBudget:
 
     def __init__(
         self,
-        ratio: float = 0.2,
-        min_per_second: float = 10.0,
-        window: int = 10,
+        ratio: float = defaults.BUDGET_RATIO,
+        min_per_second: float = defaults.BUDGET_MIN_PER_SECOND,
+        window: int = defaults.BUDGET_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= ratio <= 1:
@@ -141,11 +142,11 @@ class RetryLayer(Layer):
         self,
         inner: CacheProtocol,
         *,
-        attempts: int = 2,
-        backoff_base: float = 0.01,
-        backoff_max: float = 0.1,
-        deadline: float = 0.5,
-        bulk_deadline: float = 10.0,
+        attempts: int = defaults.ATTEMPTS,
+        backoff_base: float = defaults.BACKOFF_BASE,
+        backoff_max: float = defaults.BACKOFF_MAX,
+        deadline: float = defaults.DEADLINE,
+        bulk_deadline: float = defaults.BULK_DEADLINE,
         budget: RetryBudget | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
