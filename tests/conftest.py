@@ -14,7 +14,7 @@ from resilient_cache.testing import ManualClock
 from tests.servers import RedisServer, require_binary
 
 # toxiproxy_binary, toxiproxy, redis_proxy, redis_proxy_url: for tests/faults and e2e tests
-pytest_plugins = ["tests.toxiproxy_fixtures"]
+pytest_plugins = ["pytester", "tests.toxiproxy_fixtures"]
 
 ACL_USER = "contract"
 ACL_PASSWORD = "contract-password"

@@ -13,3 +13,15 @@ def test_all_is_sorted_and_names_every_public_member() -> None:
         and (not name.startswith("_") or name == "__version__")
     ]
     assert resilient_cache.__all__ == sorted(public)
+
+
+def test_a_moved_module_still_imports_with_a_deprecation_warning() -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    old = "import resilient_cache.toxiproxy as t; assert t.ToxiproxyServer"
+    assert subprocess.run([sys.executable, "-c", old], check=False).returncode == 0
+    strict = [sys.executable, "-W", "error::DeprecationWarning", "-c", old]
+    failed = subprocess.run(strict, capture_output=True, text=True, check=False)
+    assert failed.returncode != 0
+    assert "resilient_cache.testing.toxiproxy" in failed.stderr

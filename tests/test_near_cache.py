@@ -22,7 +22,7 @@ from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.result import Failure, Success
 from resilient_cache.layers.near_cache import NearCacheLayer
 from resilient_cache.testing import RedisServer
-from resilient_cache.toxiproxy import Proxy
+from resilient_cache.testing.toxiproxy import Proxy
 
 NAMESPACE = "near"
 DELAY_BOUND = 0.05

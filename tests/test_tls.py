@@ -27,7 +27,7 @@ from resilient_cache import (
     Success,
 )
 from resilient_cache.adapters import redis_options
-from resilient_cache.toxiproxy import Toxiproxy
+from resilient_cache.testing.toxiproxy import Toxiproxy
 from tests.servers import LOOPBACK, RedisServer, free_port, require_binary
 
 DEADLINE = 0.5

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from resilient_cache.testing import LOOPBACK
-from resilient_cache.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
+from resilient_cache.testing.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
 from tests.servers import RedisServer, require_binary
 
 

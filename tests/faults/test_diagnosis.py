@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from resilient_cache import CacheSettings, ErrorCode, Failure, RedisAdapter, Success, build_cache
 from resilient_cache.adapters._tls import PROBE_MARGIN, WAIT_SHARE, TlsProbe
 from resilient_cache.testing import LOOPBACK
-from resilient_cache.toxiproxy import Proxy
+from resilient_cache.testing.toxiproxy import Proxy
 from tests.toxiproxy_fixtures import proxy_url
 
 pytestmark = pytest.mark.slow

@@ -41,7 +41,7 @@ from resilient_cache import (
     build_cache,
 )
 from resilient_cache.testing import LOOPBACK, ManualClock
-from resilient_cache.toxiproxy import Proxy
+from resilient_cache.testing.toxiproxy import Proxy
 from tests.servers import RedisServer
 from tests.toxiproxy_fixtures import proxy_url
 

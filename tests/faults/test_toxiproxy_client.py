@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilient_cache.testing import LOOPBACK
-from resilient_cache.toxiproxy import Proxy, Toxiproxy, ToxiproxyError, ToxiproxyServer
+from resilient_cache.testing.toxiproxy import Proxy, Toxiproxy, ToxiproxyError, ToxiproxyServer
 
 Connect = Callable[..., aioredis.Redis]
 

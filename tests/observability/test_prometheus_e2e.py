@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from resilient_cache import BreakerState, CacheSettings, CircuitBreakerLayer, build_cache
 from resilient_cache.testing import LOOPBACK, free_port, stop_process
-from resilient_cache.toxiproxy import Proxy
+from resilient_cache.testing.toxiproxy import Proxy
 from tests.servers import RedisServer, require_binary
 from tests.toxiproxy_fixtures import proxy_url
 

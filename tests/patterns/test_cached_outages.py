@@ -28,7 +28,7 @@ from resilient_cache import (
 )
 from resilient_cache.patterns import ServeStale, cached
 from resilient_cache.testing import ManualClock
-from resilient_cache.toxiproxy import Proxy
+from resilient_cache.testing.toxiproxy import Proxy
 from tests.servers import RedisServer
 
 SLACK = 0.3  # seconds beyond the deadline a call may take on a loaded 2-core machine

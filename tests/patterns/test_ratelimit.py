@@ -53,7 +53,7 @@ from resilient_cache.patterns.ratelimit import (
     RateLimiter,
 )
 from resilient_cache.testing import LOOPBACK, ManualClock, ScriptedCache, free_port
-from resilient_cache.toxiproxy import Proxy
+from resilient_cache.testing.toxiproxy import Proxy
 from tests.conftest import CacheFactory
 from tests.servers import RedisServer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from resilient_cache.testing import LOOPBACK, RedisServer
-from resilient_cache.toxiproxy import Proxy, ToxiproxyServer
+from resilient_cache.testing.toxiproxy import Proxy, ToxiproxyServer
 
 LATENCY_MS: Final = 1_000
 """The "slow Redis" phase: every reply this late, twice the default deadline."""
