@@ -186,3 +186,25 @@ def test_a_pii_key_end_to_end() -> None:
     key = cache_key("user", "email", hasher(EMAIL))
     assert key == f"user:email:{reference(EMAIL, SECRET)}"
     assert EMAIL not in key and "ada" not in key
+
+
+def test_cache_key_and_key_templates_share_one_rule() -> None:
+    """cache_key writes each part as @cached's key templates write a value (key_part)."""
+    import enum  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+
+    from resilient_cache.patterns._keys import KeyTemplate  # noqa: PLC0415
+
+    class Colour(str, enum.Enum):  # a str mixin: str() would say "Colour.RED"  # noqa: UP042
+        RED = "red"
+
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert cache_key("c", Colour.RED) == "c:red"
+    assert cache_key("u", ident) == f"u:{ident}"
+
+    def load(colour: object, ident: object) -> None: ...
+
+    template = KeyTemplate("c:{colour}:u:{ident}", inspect.signature(load), "load")
+    rendered = template.render({"colour": Colour.RED, "ident": ident})
+    assert rendered == cache_key("c", Colour.RED, "u", ident)

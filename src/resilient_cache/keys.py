@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import Callable
 from typing import Final
 
 from resilient_cache.domain.errors import ConfigurationError
 
-__all__ = ["MIN_SECRET_BYTES", "KeyHasher", "cache_key", "hash_identifier"]
+__all__ = ["MIN_SECRET_BYTES", "KeyHasher", "cache_key", "hash_identifier", "key_part"]
 
 MIN_SECRET_BYTES: Final = 16
 """Shortest secret :class:`KeyHasher` accepts (32 random bytes are recommended)."""
@@ -126,25 +127,47 @@ def hash_identifier(identifier: str, secret: bytes | str, *, length: int = 32) -
     return KeyHasher(secret, length=length)(identifier)
 
 
-def cache_key(*parts: str | int) -> str:
+def key_part(value: object) -> str:
+    """One key part as text: the one escaping rule of :func:`cache_key` and of ``@cached`` key
+    templates (``"user:{user_id}"`` gives the very key ``cache_key("user", user_id)`` gives).
+
+    A ``str`` as is (the characters, also for a ``str`` enum member), an ``int`` in decimal
+    (also for an ``IntEnum`` member), a ``UUID`` in its canonical form; ``%`` is written
+    ``%25`` and ``:`` ``%3A``, so a part can never forge another key's structure.
+
+    Raises:
+        TypeError: a value that is not ``str``, ``int`` or ``UUID`` (``bool`` and ``None``
+            included: ``"None"`` or ``"True"`` in a key is almost always a bug).
+        ValueError: an empty ``str`` (``user:`` would be shared by every empty id).
+    """
+    if isinstance(value, str):
+        text = str.__str__(value)  # the characters themselves, also for a str Enum member
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = int.__repr__(value)  # decimal, also for an IntEnum member
+    elif isinstance(value, uuid.UUID):
+        text = str(value)
+    else:
+        raise TypeError(f"must be a str, int or UUID, got {type(value).__name__}")
+    if not text:
+        raise ValueError("must not be an empty str")
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
+def cache_key(*parts: str | int | uuid.UUID) -> str:
     """Join key parts with ``:``, the conventional separator: ``user:123:profile``.
 
-    A ``:`` inside a part is written ``%3A`` (and ``%`` as ``%25``), so a part taken from
-    outside cannot forge another key's structure (``cache_key("user", "1:admin")`` is
-    ``user:1%3Aadmin``, not ``user:1:admin``): different parts always give different keys.
+    Each part is written by :func:`key_part`: a ``:`` inside a part is written ``%3A`` (and
+    ``%`` as ``%25``), so a part taken from outside cannot forge another key's structure
+    (``cache_key("user", "1:admin")`` is ``user:1%3Aadmin``, not ``user:1:admin``):
+    different parts always give different keys.
 
     Raises:
         ValueError: no parts, or an empty part (``user::profile`` would be every user's).
-        TypeError: a part that is neither ``str`` nor ``int`` (``bool`` included).
+        TypeError: a part that is not a ``str``, ``int`` or ``UUID`` (``bool`` included).
     """
     if not parts:
         raise ValueError("cache_key needs at least one part")
-    shown = []
-    for part in parts:
-        if isinstance(part, bool) or not isinstance(part, str | int):
-            raise TypeError(f"key parts must be str or int, got {type(part).__name__}")
-        text = str(part)
-        if not text:
-            raise ValueError("key parts must not be empty")
-        shown.append(text.replace("%", "%25").replace(":", "%3A"))
-    return ":".join(shown)
+    try:
+        return ":".join(key_part(part) for part in parts)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"key parts {exc}") from None

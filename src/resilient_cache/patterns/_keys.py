@@ -17,38 +17,17 @@ from __future__ import annotations
 
 import inspect
 import string
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.glob import glob_escape
+from resilient_cache.keys import key_part
 
-__all__ = ["KeyTemplate", "key_part"]
+__all__ = ["KeyTemplate"]
 
 _VARIADIC: Final = frozenset({inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD})
-
-
-def key_part(value: object) -> str:
-    """One placeholder's value as key text, escaped like :func:`~resilient_cache.cache_key`.
-
-    Raises:
-        TypeError: a value that is not ``str``, ``int`` or ``UUID`` (``bool`` and ``None``
-            included: ``"None"`` or ``"True"`` in a key is almost always a bug).
-        ValueError: an empty ``str`` (``user:`` would be shared by every empty id).
-    """
-    if isinstance(value, str):
-        text = str.__str__(value)  # the characters themselves, also for a str Enum member
-    elif isinstance(value, int) and not isinstance(value, bool):
-        text = int.__repr__(value)  # decimal, also for an IntEnum member
-    elif isinstance(value, uuid.UUID):
-        text = str(value)
-    else:
-        raise TypeError(f"must be a str, int or UUID, got {type(value).__name__}")
-    if not text:
-        raise ValueError("must not be an empty str")
-    return text.replace("%", "%25").replace(":", "%3A")
 
 
 @dataclass(frozen=True, slots=True)
