@@ -126,7 +126,7 @@ demo: $(STAMP) deps ## Fail-open under real faults, live, with a report (about a
 	$(BIN)/resilient-cache demo $(DEMO_ARGS)
 
 bench: $(STAMP) deps ## Benchmarks: adapter, stack and peers vs raw redis-py, as ratios (~3 min)
-	$(PY) -m resilient_cache.bench --docs docs $(BENCH_ARGS)
+	$(PY) -m resilient_cache.cli.bench --docs docs $(BENCH_ARGS)
 
 clean: ## Remove the venvs, caches and .tools
 	rm -rf $(VENV) .venv-floors .venv-latest .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

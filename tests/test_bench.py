@@ -1,6 +1,6 @@
 """``resilient-cache bench`` stays runnable: a --quick smoke run (no timing is asserted).
 
-The benchmarks live in the package (resilient_cache.bench), so the smoke run starts from an
+The benchmarks live in the package (resilient_cache.cli.bench), so the smoke run starts from an
 empty directory: nothing of a source checkout is needed.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from resilient_cache.bench.__main__ import main as bench_main
 from resilient_cache.cli import main as cli_main
+from resilient_cache.cli.bench.__main__ import main as bench_main
 
 
 def run_bench(
@@ -116,7 +116,7 @@ def test_other_commands_do_not_import_the_benchmarks() -> None:
         "from resilient_cache.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['info']) == 0\n"
-        "print(sorted(m for m in sys.modules if m.startswith('resilient_cache.bench')))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('resilient_cache.cli.bench')))\n"
     )
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
-from resilient_cache.demo.faults import SignalFaults
+from resilient_cache.cli.demo.faults import SignalFaults
 from resilient_cache.testing import LOOPBACK, free_port
 from tests.servers import RedisServer
 from tests.topology import RedisClusterProcesses, private_cluster, redis_cli_binary

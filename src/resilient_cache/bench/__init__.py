@@ -1,10 +1,11 @@
-"""Benchmarks: resilient-cache against raw redis-py and its peers, in one interleaved run.
+"""Moved to :mod:`resilient_cache.cli.bench` (``resilient-cache bench`` runs it); this path
+works, with a warning, for one release."""
 
-Run them with ``resilient-cache bench`` (or ``python -m resilient_cache.bench``; ``make bench``
-in a checkout; ``--quick`` for a smoke run). They need a ``redis-server`` binary; the cashews
-and aiocache columns need the ``bench`` extra (``pip install 'resilient-cache[bench]'``). The
-method, the targets and the latest figures are in docs/performance.md.
+import warnings
 
-This module imports nothing: the ``resilient-cache`` command imports the package only for
-``bench``.
-"""
+warnings.warn(
+    "resilient_cache.bench moved to resilient_cache.cli.bench (or run `resilient-cache bench`);"
+    " the old path goes away in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+)

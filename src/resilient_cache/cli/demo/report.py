@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from resilient_cache.demo.workload import Recorder, Second
+from resilient_cache.cli.demo.workload import Recorder, Second
 
 WIDTH: Final = 900
 HEIGHT: Final = 160

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Final
 
-from resilient_cache.bench.report import Column, Figure
+from resilient_cache.cli.bench.report import Column, Figure
 
 WIDTH: Final = 860
 HEIGHT: Final = 480

@@ -22,9 +22,9 @@ import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
 from resilient_cache.bootstrap import build_cache
-from resilient_cache.demo.faults import Faults, start_faults
-from resilient_cache.demo.report import PhaseSummary, summarize, write_report
-from resilient_cache.demo.workload import Recorder, Workload
+from resilient_cache.cli.demo.faults import Faults, start_faults
+from resilient_cache.cli.demo.report import PhaseSummary, summarize, write_report
+from resilient_cache.cli.demo.workload import Recorder, Workload
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
 from resilient_cache.settings import BreakerSettings, CacheSettings
 from resilient_cache.testing import LOOPBACK

@@ -4,7 +4,7 @@
 * ``resilient-cache ping``: a health check for container probes (exit code, one line).
 * ``resilient-cache info``: the effective settings (secrets redacted) and the layer stack.
 * ``resilient-cache bench``: the benchmarks, against raw redis-py and its peers
-  (resilient_cache.bench; needs a ``redis-server`` binary).
+  (resilient_cache.cli.bench; needs a ``redis-server`` binary).
 * ``resilient-cache warm --from FILE.jsonl``: pre-populate the cache from a JSON Lines
   file (resilient_cache.patterns.warming), streamed, with a progress line on a terminal.
 
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         help="benchmarks against raw redis-py and its peers (needs redis-server)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=BENCH_DESCRIPTION,
-    )  # the same options as `python -m resilient_cache.bench`, which parses them again
+    )  # the same options as `python -m resilient_cache.cli.bench`, which parses them again
     bench.add_argument(
         "--quick", action="store_true", help="a smoke run of a few seconds; touches no docs"
     )
@@ -193,7 +193,7 @@ def _info(redis_url: str | None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from resilient_cache.demo.run import DemoOptions, run_demo  # noqa: PLC0415
+    from resilient_cache.cli.demo.run import DemoOptions, run_demo  # noqa: PLC0415
 
     options = DemoOptions(
         duration=args.duration,
@@ -207,7 +207,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     # the benchmarks import every client under test: only for this command
-    from resilient_cache.bench.__main__ import main as run_bench  # noqa: PLC0415
+    from resilient_cache.cli.bench.__main__ import main as run_bench  # noqa: PLC0415
 
     argv = ["--quick"] if args.quick else []
     for option in ("rounds", "json", "docs"):

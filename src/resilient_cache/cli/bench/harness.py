@@ -29,7 +29,7 @@ from resilient_cache import (
     Layer,
     RedisAdapter,
 )
-from resilient_cache.bench.clients import (
+from resilient_cache.cli.bench.clients import (
     CONTENDERS,
     POOL_SIZE,
     Client,

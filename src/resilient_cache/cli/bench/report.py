@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from resilient_cache.bench.clients import BASELINE, BLOCKING_BASELINE
-from resilient_cache.bench.harness import Measure, Memory, Outcome, Sample, measures, median
+from resilient_cache.cli.bench.clients import BASELINE, BLOCKING_BASELINE
+from resilient_cache.cli.bench.harness import Measure, Memory, Outcome, Sample, measures, median
 
 DOC_START: Final = "<!-- bench:start -->"
 DOC_END: Final = "<!-- bench:end -->"
