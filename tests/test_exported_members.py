@@ -24,6 +24,7 @@ def test_all_is_sorted_and_names_every_public_member() -> None:
     [
         ("resilient_cache.toxiproxy", "resilient_cache.testing.toxiproxy"),
         ("resilient_cache.bench", "resilient_cache.cli.bench"),
+        ("resilient_cache.cache_aside", "resilient_cache.patterns.cache_aside"),
     ],
 )
 def test_a_moved_module_still_imports_with_a_deprecation_warning(old: str, new: str) -> None:

@@ -10,10 +10,9 @@ from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.adapters.redis_options import RedisOptions, redact_url
 from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.bootstrap import build_backend, build_cache, get_cache
-from resilient_cache.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
-from resilient_cache.domain.invalidation import InvalidationSource
+from resilient_cache.domain.near_cache import InvalidationSource
 from resilient_cache.domain.protocol import CacheEntry, CacheProtocol, JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success, UnwrapError
 from resilient_cache.domain.scripts import CacheScript, ScriptRunner
@@ -41,6 +40,7 @@ from resilient_cache.patterns import (
     invalidate,
     warm,
 )
+from resilient_cache.patterns.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.redaction import SecretScrubber, scrub_secrets
 from resilient_cache.settings import (
     BreakerSettings,

@@ -40,7 +40,7 @@ from resilient_cache import (
 )
 from resilient_cache.layers.base import Call
 from resilient_cache.patterns import Outbox, SessionStore, invalidate, outbox_for
-from resilient_cache.patterns._invalidation import MAX_ATTEMPTS
+from resilient_cache.patterns._outbox import MAX_ATTEMPTS
 from resilient_cache.testing import ManualClock, ScriptedCache
 from resilient_cache.testing.toxiproxy import Proxy
 from tests.servers import RedisServer

@@ -53,8 +53,8 @@ from redis.asyncio.connection import AbstractConnection as Connection
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.errors import ConfigurationError
-from resilient_cache.domain.invalidation import InvalidationListener
 from resilient_cache.domain.listeners import notify
+from resilient_cache.domain.near_cache import InvalidationListener
 
 __all__ = ["CHANNEL", "RedisTrackingSource"]
 

@@ -41,7 +41,7 @@ from weakref import WeakKeyDictionary
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from resilient_cache.domain.errors import CacheError, ConfigurationError
-from resilient_cache.domain.invalidation import InvalidationSource, ManualInvalidations
+from resilient_cache.domain.near_cache import InvalidationSource, ManualInvalidations
 from resilient_cache.domain.protocol import CacheProtocol, JsonValue
 from resilient_cache.domain.result import Result, Success
 from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply

@@ -31,25 +31,59 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from typing import Any, Literal, Self, TypeGuard, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Self, TypeAlias, TypeGuard, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from resilient_cache.domain.errors import CacheError, ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
+from resilient_cache.domain.validation import Limits, check_pattern, encode_key
 from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 from resilient_cache.patterns import _registry
-from resilient_cache.patterns._invalidation import (
-    MAX_ATTEMPTS,
-    Invalidation,
-    OverflowAction,
-)
 from resilient_cache.patterns._outbox_telemetry import OutboxTelemetry
 from resilient_cache.patterns._stack import check_flush_is_scoped, limits_of
 
-__all__ = ["Outbox"]
+__all__ = ["MAX_ATTEMPTS", "Invalidation", "Outbox", "OverflowAction"]
+
+OverflowAction: TypeAlias = Callable[[CacheProtocol], Awaitable[Result[object, CacheError]]]
+"""A custom wholesale invalidation, e.g. ``lambda cache: cache.delete_pattern("user:*")``."""
+
+MAX_ATTEMPTS: Final = 5
+"""Replays an entry may fail with its own failure (``auth``: NOPERM on that key,
+``backend``...) before it is dropped. Replays run only when the cache answers (a ping, a
+successful invalidation, the breaker closing), so a cache that is down costs no attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """One invalidation: ``delete`` of a key or ``delete_pattern`` of a glob."""
+
+    operation: Literal["delete", "delete_pattern"]
+    target: str
+
+    def apply(self, cache: CacheProtocol) -> Awaitable[Result[object, CacheError]]:
+        if self.operation == "delete":
+            return cache.delete(self.target)
+        return cache.delete_pattern(self.target)
+
+    def problem(self, limits: Limits) -> CacheError | None:
+        """Why the cache would refuse it (``VALIDATION``), checked without I/O."""
+        if self.operation == "delete":
+            checked = encode_key(self.operation, self.target, limits)
+        else:
+            checked = check_pattern(self.operation, self.target)
+        return checked if isinstance(checked, CacheError) else None
+
+    def forget(self, cache: CacheProtocol) -> None:
+        """Tell the ``@cached`` functions of ``cache``'s stack what this invalidates."""
+        if self.operation == "delete":
+            _registry.forget_key(cache, self.target)
+        else:
+            _registry.forget_pattern(cache, self.target)
+
 
 R = TypeVar("R")
 

@@ -23,9 +23,8 @@ from weakref import WeakValueDictionary
 
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
-from resilient_cache.patterns._invalidation import Invalidation, OverflowAction
 from resilient_cache.patterns._keys import KeyTemplate
-from resilient_cache.patterns._outbox import Outbox
+from resilient_cache.patterns._outbox import Invalidation, Outbox, OverflowAction
 from resilient_cache.patterns._stack import check_flush_is_scoped
 
 __all__ = ["Outbox", "OverflowAction", "invalidate", "outbox_for"]

@@ -28,7 +28,7 @@ from typing import Final, Self, TypeVar
 
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.domain.errors import CacheError, ErrorCode
-from resilient_cache.domain.invalidation import ManualInvalidations
+from resilient_cache.domain.near_cache import ManualInvalidations
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
 from resilient_cache.layers.base import Call, Layer

@@ -1,4 +1,7 @@
-"""The port of an invalidation channel (what the near cache listens to), and a fake.
+"""The near cache's port: a channel that says which keys changed elsewhere, and a fake.
+
+(Not to be confused with ``patterns/invalidation.py``, where the application deletes
+entries after writing to its source of truth.)
 
 Pure Python: the Redis implementation is
 :class:`~resilient_cache.adapters.tracking.RedisTrackingSource`.
