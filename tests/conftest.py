@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 import pytest
@@ -63,20 +64,22 @@ class CacheFactory(Protocol):
     ) -> Awaitable[CacheProtocol]: ...
 
 
-@pytest.fixture(params=["memory", "redis", "redis-coalescing", "redis-acl"])
-async def make_cache(
-    request: pytest.FixtureRequest, clock: ManualClock
+@asynccontextmanager
+async def backing_caches(
+    request: pytest.FixtureRequest, clock: ManualClock, backend: str
 ) -> AsyncIterator[CacheFactory]:
-    """Build caches of one backend; for Redis they share one fresh database."""
-    backend: str = request.param
-    root = MemoryCache(clock=clock)  # one store for all memory caches, like one database
+    """Build caches of one backend, the ones a contract fixture (or a layer's, which wraps
+    each) hands out: ``memory`` caches share one store, like one database; ``redis``,
+    ``redis-coalescing`` and ``redis-acl`` adapters share the session's redis-server,
+    emptied first (``redis-acl``: as a user with only the least-privilege ACL)."""
+    root = MemoryCache(clock=clock)
     adapters: list[RedisAdapter] = []
     url = ""
     if backend.startswith("redis"):
         server: RedisServer = request.getfixturevalue("redis_server")
         url = server.url
         assert server.command("FLUSHALL") == "+OK"
-        if backend == "redis-acl":  # a user with only the documented least-privilege ACL
+        if backend == "redis-acl":
             rules = acl_rules(None).split()
             assert server.command("ACL", "SETUSER", ACL_USER, "reset", "on", f">{ACL_PASSWORD}",
                                   *rules) == "+OK"  # fmt: skip
@@ -93,9 +96,20 @@ async def make_cache(
         adapters.append(adapter)
         return adapter
 
-    yield build
-    for adapter in adapters:
-        await adapter.aclose()
+    try:
+        yield build
+    finally:
+        for adapter in adapters:
+            await adapter.aclose()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-coalescing", "redis-acl"])
+async def make_cache(
+    request: pytest.FixtureRequest, clock: ManualClock
+) -> AsyncIterator[CacheFactory]:
+    """Build caches of one backend; for Redis they share one fresh database."""
+    async with backing_caches(request, clock, request.param) as build:
+        yield build
 
 
 @pytest.fixture

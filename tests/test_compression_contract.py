@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 import tests.test_contract as contract
-from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter, Success
+from resilient_cache import CacheProtocol, Limits, Success
 from resilient_cache.layers.compression import Algorithm, CompressionLayer
 from resilient_cache.testing import ManualClock
-from tests.conftest import CacheFactory
-from tests.servers import RedisServer
+from tests.conftest import CacheFactory, backing_caches
 
 NOT_FOR_COMPRESSION: dict[str, str] = {}
 
@@ -36,29 +35,15 @@ async def make_cache(
     """Like the conftest ``make_cache``, each cache wrapped in a CompressionLayer."""
     name, backend = request.param.split("-")
     algorithm: Algorithm = "zstd" if name == "zstd" else "zlib"
-    root = MemoryCache(clock=clock)
-    adapters: list[RedisAdapter] = []
-    url = ""
-    if backend == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-        assert server.command("FLUSHALL") == "+OK"
+    async with backing_caches(request, clock, backend) as inner:
 
-    async def build(*, namespace: str | None = None, limits: Limits | None = None) -> CacheProtocol:
-        inner: CacheProtocol
-        if url:
-            adapter = RedisAdapter.from_url(url, namespace=namespace, limits=limits)
-            adapters.append(adapter)
-            inner = adapter
-        elif limits is not None:
-            inner = MemoryCache(namespace=namespace, clock=clock, limits=limits)
-        else:
-            inner = root if namespace is None else root.namespaced(namespace)
-        return CompressionLayer(inner, threshold=0, algorithm=algorithm)
+        async def build(
+            *, namespace: str | None = None, limits: Limits | None = None
+        ) -> CacheProtocol:
+            cache = await inner(namespace=namespace, limits=limits)
+            return CompressionLayer(cache, threshold=0, algorithm=algorithm)
 
-    yield build
-    for adapter in adapters:
-        await adapter.aclose()
+        yield build
 
 
 async def test_the_caches_here_compress(cache: CacheProtocol) -> None:

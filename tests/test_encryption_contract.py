@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 import tests.test_contract as contract
-from resilient_cache import CacheProtocol, EncryptionLayer, Limits, MemoryCache, RedisAdapter
+from resilient_cache import CacheProtocol, EncryptionLayer, Limits
 from resilient_cache.testing import ManualClock
-from tests.conftest import CacheFactory
-from tests.servers import RedisServer
+from tests.conftest import CacheFactory, backing_caches
 
 NOT_FOR_ENCRYPTION = {
     # counters are refused (VALIDATION) unless allow_plaintext_counters=True
@@ -42,29 +41,16 @@ async def make_cache(
     request: pytest.FixtureRequest, clock: ManualClock
 ) -> AsyncIterator[CacheFactory]:
     """Like the conftest ``make_cache``, each cache wrapped in an EncryptionLayer."""
-    root = MemoryCache(clock=clock)
-    adapters: list[RedisAdapter] = []
-    url = ""
-    if request.param == "encrypted-redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-        assert server.command("FLUSHALL") == "+OK"
+    backend = request.param.removeprefix("encrypted-")
+    async with backing_caches(request, clock, backend) as inner:
 
-    async def build(*, namespace: str | None = None, limits: Limits | None = None) -> CacheProtocol:
-        inner: CacheProtocol
-        if url:
-            adapter = RedisAdapter.from_url(url, namespace=namespace, limits=limits)
-            adapters.append(adapter)
-            inner = adapter
-        elif limits is not None:
-            inner = MemoryCache(namespace=namespace, clock=clock, limits=limits)
-        else:
-            inner = root if namespace is None else root.namespaced(namespace)
-        return EncryptionLayer(inner, {"k1": bytes(32)}, current="k1", namespace=namespace)
+        async def build(
+            *, namespace: str | None = None, limits: Limits | None = None
+        ) -> CacheProtocol:
+            cache = await inner(namespace=namespace, limits=limits)
+            return EncryptionLayer(cache, {"k1": bytes(32)}, current="k1", namespace=namespace)
 
-    yield build
-    for adapter in adapters:
-        await adapter.aclose()
+        yield build
 
 
 async def test_the_caches_here_are_encrypted(cache: CacheProtocol) -> None:

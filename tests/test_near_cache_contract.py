@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 import tests.test_contract as contract
-from resilient_cache import CacheProtocol, Limits, MemoryCache, RedisAdapter
+from resilient_cache import CacheProtocol, Limits, RedisAdapter
 from resilient_cache.adapters.tracking import RedisTrackingSource
 from resilient_cache.layers.near_cache import ManualInvalidations, NearCacheLayer
 from resilient_cache.testing import ManualClock
-from tests.conftest import CacheFactory
-from tests.servers import RedisServer
+from tests.conftest import CacheFactory, backing_caches
 
 NOT_FOR_NEAR_CACHE: dict[str, str] = {}
 
@@ -32,31 +31,24 @@ def test_every_contract_test_is_run_or_excused() -> None:
 async def make_cache(
     request: pytest.FixtureRequest, clock: ManualClock
 ) -> AsyncIterator[CacheFactory]:
-    """Like the conftest ``make_cache``, each cache wrapped in a NearCacheLayer."""
-    root = MemoryCache(clock=clock)
+    """Like the conftest ``make_cache``, each cache wrapped in a NearCacheLayer (on Redis,
+    with client tracking; in memory, with a manual invalidation channel)."""
     layers: list[NearCacheLayer] = []
-    url = ""
-    if request.param == "near-redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-        assert server.command("FLUSHALL") == "+OK"
+    async with backing_caches(request, clock, request.param.removeprefix("near-")) as inner:
 
-    async def build(*, namespace: str | None = None, limits: Limits | None = None) -> CacheProtocol:
-        inner: CacheProtocol
-        if url:
-            adapter = RedisAdapter.from_url(url, namespace=namespace, limits=limits)
-            source = RedisTrackingSource.for_adapter(adapter)
-            near = NearCacheLayer(adapter, source, clock=clock)
-            assert await source.wait_healthy(5)
-        else:
-            if limits is not None:
-                inner = MemoryCache(namespace=namespace, clock=clock, limits=limits)
+        async def build(
+            *, namespace: str | None = None, limits: Limits | None = None
+        ) -> CacheProtocol:
+            cache = await inner(namespace=namespace, limits=limits)
+            if isinstance(cache, RedisAdapter):
+                source = RedisTrackingSource.for_adapter(cache)
+                near = NearCacheLayer(cache, source, clock=clock)
+                assert await source.wait_healthy(5)
             else:
-                inner = root if namespace is None else root.namespaced(namespace)
-            near = NearCacheLayer(inner, ManualInvalidations(), clock=clock)
-        layers.append(near)
-        return near
+                near = NearCacheLayer(cache, ManualInvalidations(), clock=clock)
+            layers.append(near)
+            return near
 
-    yield build
-    for layer in layers:
-        await layer.aclose()
+        yield build
+        for layer in layers:
+            await layer.aclose()
