@@ -1,177 +1,33 @@
-"""Real Redis Cluster and Sentinel deployments for the tests, built from redis-server processes.
-
-* :class:`RedisClusterProcesses`: N primaries with M replicas each (default 3 x 1), formed with
-  ``redis-cli --cluster create``; kill a primary with SIGKILL and wait for its replica's
-  promotion; bring a node back; :meth:`~RedisClusterProcesses.heal` undoes what a test broke.
-* :class:`RedisSentinelProcesses`: a master, a replica and 3 sentinels (quorum 2); a forced
-  ``SENTINEL FAILOVER`` or a SIGKILL of the master, each waited until the sentinels agree on
-  the new master and it answers ``ROLE`` as a master.
-
-Every process listens on the loopback interface on a free port (never a fixed or default
-one), lives in a private temporary directory, and is stopped by its PID (:meth:`cleanup`,
-also when the start fails half-way). Both classes are context managers.
-
-The helpers are synchronous, like :class:`~resilient_cache.testing.ServerProcess`: they poll
-with short sleeps. From an async test call them through ``asyncio.to_thread`` when the event
-loop must keep running meanwhile (e.g. to measure what a client sees during a failover).
-
-The pytest fixtures are at the end of this module: ``redis_cluster`` (a module-scoped cluster,
-healed and flushed before each test) and ``redis_sentinel`` (a fresh deployment per test). A
-test module imports them (``from tests.topology import redis_cluster, ...``) and lists them in
-its ``__all__``; a ``pytest_plugins`` entry would import this module a second time.
-"""
+"""A real Redis Cluster of redis-server processes, and its pytest fixtures."""
 
 from __future__ import annotations
 
-import os
-import re
-import secrets
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Final, Self
 
 import pytest
-import redis
-from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
-from resilient_cache.testing import LOOPBACK, RedisServer, ServerProcess, free_port
+from resilient_cache.testing import LOOPBACK, RedisServer, free_port
 from tests.servers import require_binary
-
-__all__ = [
-    "CLUSTER_SLOTS",
-    "Address",
-    "ClusterNodeServer",
-    "NodeView",
-    "RedisClusterProcesses",
-    "RedisSentinelProcesses",
-    "SentinelServer",
-    "TopologyError",
-    "private_cluster",
-    "query",
-    "redis_cli_binary",
-    "redis_cluster",
-    "redis_cluster_deployment",
-    "redis_sentinel",
-    "try_query",
-]
-
-T = TypeVar("T")
-
-Address = tuple[str, int]
-"""``(host, port)``, what redis-py's ``startup_nodes``/``Sentinel([...])`` take."""
-
-CLUSTER_SLOTS: Final = 16384
-_MAX_PORT: Final = 65535
-_CLUSTER_BUS_OFFSET: Final = 10000  # the bus port when ``cluster-port`` is not set
-_POLL: Final = 0.05
-_FAST_SYNC: Final = ("--repl-diskless-sync-delay", "0")
-"""A replica's full sync starts at once (Redis 7 waits 5 s for more replicas by default)."""
-
-
-class TopologyError(RuntimeError):
-    """A deployment did not reach the expected state in time (the message shows why)."""
-
-
-# --- raw access to one server -------------------------------------------------------------
-
-
-def query(port: int, *args: str, timeout: float = 1.0) -> Any:
-    """Send one command to ``127.0.0.1:port`` and return the raw reply (strings decoded).
-
-    One connection, no retry, no redis-py response callback (``execute_command("CLUSTER",
-    "INFO")`` is looked up as ``CLUSTER``, which has none), so the reply is what the server
-    said. Raises redis-py's errors (``ConnectionError`` when nothing listens).
-    """
-    client = redis.Redis(
-        host=LOOPBACK,
-        port=port,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
-        single_connection_client=True,
-    )
-    try:
-        return client.execute_command(*args)
-    finally:
-        client.close()
-
-
-def try_query(port: int, *args: str, timeout: float = 1.0) -> Any | None:
-    """:func:`query`, or ``None`` if the server does not answer or answers an error."""
-    try:
-        return query(port, *args, timeout=timeout)
-    except (redis.RedisError, OSError):
-        return None
-
-
-def _info_fields(text: str | None) -> dict[str, str]:
-    """``INFO`` / ``CLUSTER INFO`` text as a dict."""
-    fields: dict[str, str] = {}
-    for line in (text or "").splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def _pairs(reply: Any) -> dict[str, str]:
-    """A ``SENTINEL MASTER``-like reply as a dict: a map (RESP3, redis-py 8's default) or a
-    flat ``[k1, v1, k2, v2...]`` array (RESP2)."""
-    if isinstance(reply, dict):
-        return {str(k): str(v) for k, v in reply.items()}
-    items = list(reply or [])
-    return {str(k): str(v) for k, v in zip(items[::2], items[1::2], strict=True)}
-
-
-def _wait_until(
-    condition: Callable[[], T | None],
-    timeout: float,
-    what: str,
-    diagnostics: Callable[[], str],
-) -> T:
-    """Poll ``condition`` until it returns something other than ``None``/``False``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            raise TopologyError(f"{what}: not reached in {timeout:.0f}s\n{diagnostics()}")
-        time.sleep(_POLL)
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def _server_version(binary: str) -> tuple[int, ...]:
-    """``(7, 0, 15)`` from ``redis-server --version`` (``(0,)`` if unreadable)."""
-    out = subprocess.run(
-        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-    )
-    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out.stdout)
-    return tuple(int(part) for part in match.groups()) if match else (0,)
-
-
-def _tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as file:
-            return "".join(file.readlines()[-lines:])
-    except OSError:
-        return ""
-
+from tests.topology.common import (
+    CLUSTER_BUS_OFFSET,
+    CLUSTER_SLOTS,
+    FAST_SYNC,
+    MAX_PORT,
+    Address,
+    TopologyError,
+    info_fields,
+    port_is_free,
+    query,
+    server_version,
+    tail,
+    try_query,
+    wait_until,
+)
 
 # --- Redis Cluster ------------------------------------------------------------------------
 
@@ -222,7 +78,7 @@ class ClusterNodeServer(RedisServer):
             "--cluster-require-full-coverage", "yes",
             "--cluster-allow-reads-when-down", "no",
             "--cluster-announce-ip", LOOPBACK,
-            *_FAST_SYNC,
+            *FAST_SYNC,
         ]  # fmt: skip
         if self.explicit_bus_port:
             argv += ["--cluster-port", str(self.bus_port)]
@@ -322,7 +178,7 @@ class RedisClusterProcesses:
     def start(self, timeout: float = 60.0) -> None:
         """Start the nodes, form the cluster, and wait until it is healthy."""
         try:
-            explicit_bus = _server_version(self.server_binary) >= (7, 0, 0)
+            explicit_bus = server_version(self.server_binary) >= (7, 0, 0)
             count = self.primary_count * (1 + self.replicas_per_primary)
             for port, bus_port in self._pick_ports(count, explicit_bus=explicit_bus):
                 node = ClusterNodeServer(
@@ -338,7 +194,7 @@ class RedisClusterProcesses:
             # Redis 7 leaves a replica whose replication offset is still 0 out of CLUSTER
             # SLOTS (so out of redis-py's topology): a first write gives every replica an
             # offset. FLUSHALL on an empty primary is such a write.
-            _wait_until(
+            wait_until(
                 lambda: len(self.primaries()) == self.primary_count,
                 timeout,
                 "primaries known",
@@ -368,8 +224,8 @@ class RedisClusterProcesses:
                 if bus in taken or bus == port:
                     continue
             else:
-                bus = port + _CLUSTER_BUS_OFFSET
-                if bus > _MAX_PORT or bus in taken or not _port_is_free(bus):
+                bus = port + CLUSTER_BUS_OFFSET
+                if bus > MAX_PORT or bus in taken or not port_is_free(bus):
                     continue
             taken.update((port, bus))
             pairs.append((port, bus))
@@ -507,7 +363,7 @@ class RedisClusterProcesses:
             new_ids: set[str] = set()
             for node in self.running_nodes():
                 views = try_query(node.port, "CLUSTER", "NODES")
-                info = _info_fields(try_query(node.port, "CLUSTER", "INFO"))
+                info = info_fields(try_query(node.port, "CLUSTER", "INFO"))
                 if views is None or info.get("cluster_state") != "ok":
                     return None
                 owners = [NodeView.parse(line) for line in str(views).splitlines() if line.strip()]
@@ -521,7 +377,7 @@ class RedisClusterProcesses:
             role = try_query(new.port, "ROLE")
             return new if role and role[0] == "master" else None
 
-        return _wait_until(promoted, timeout, "failover", self.diagnostics)
+        return wait_until(promoted, timeout, "failover", self.diagnostics)
 
     def _views_of(self, node: ClusterNodeServer) -> list[NodeView]:
         """How the running nodes see ``node`` (one entry per observer that answers)."""
@@ -563,7 +419,7 @@ class RedisClusterProcesses:
             if not node.running:
                 problems.append(f"{node}: not running")
                 continue
-            info = _info_fields(try_query(node.port, "CLUSTER", "INFO"))
+            info = info_fields(try_query(node.port, "CLUSTER", "INFO"))
             if info.get("cluster_state") != "ok":
                 problems.append(f"{node}: cluster_state={info.get('cluster_state')}")
             if info.get("cluster_slots_ok") != str(CLUSTER_SLOTS):
@@ -593,9 +449,7 @@ class RedisClusterProcesses:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every node is running, agrees on the topology, says ``cluster_state:ok``
         with every slot served, and every replica is connected to its primary."""
-        _wait_until(
-            lambda: not self.health_problems(), timeout, "healthy cluster", self.diagnostics
-        )
+        wait_until(lambda: not self.health_problems(), timeout, "healthy cluster", self.diagnostics)
 
     def diagnostics(self) -> str:
         """What went wrong, for an error message: problems, each node's view, log tails."""
@@ -605,314 +459,9 @@ class RedisClusterProcesses:
             parts.append(f"--- {node} ({state})")
             parts.append(str(try_query(node.port, "CLUSTER", "INFO") or "").strip())
             parts.append(str(try_query(node.port, "CLUSTER", "NODES") or "").strip())
-            parts.append("log tail:\n" + _tail(node.log_path, 8))
+            parts.append("log tail:\n" + tail(node.log_path, 8))
         if self.create_output:
             parts.append("--- redis-cli --cluster create:\n" + self.create_output[-2000:])
-        return "\n".join(parts)
-
-
-# --- Redis Sentinel -----------------------------------------------------------------------
-
-
-class SentinelServer(ServerProcess):
-    """One ``redis-server <conf> --sentinel`` (there is no need for a redis-sentinel binary).
-
-    ``config`` holds the sentinel directives; ``port``, ``bind``, ``dir`` are added here. The
-    file is written once: a sentinel rewrites it (``CONFIG REWRITE``) with what it learns, and
-    a :meth:`restart` starts from that.
-    """
-
-    name = "redis-sentinel"
-
-    def __init__(self, binary: str, config: list[str]) -> None:
-        super().__init__(binary)
-        self.config = config
-        self.myid = secrets.token_hex(20)  # 40 hex characters, like a run id
-
-    @property
-    def config_path(self) -> str:
-        return str(self.dir / "sentinel.conf")
-
-    @property
-    def address(self) -> Address:
-        return (LOOPBACK, self.port)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, ready_timeout: float = 10.0) -> None:
-        if not os.path.exists(self.config_path):
-            lines = [
-                f"port {self.port}",
-                f"bind {LOOPBACK}",
-                f"dir {self.dir}",
-                "daemonize no",
-                f"sentinel myid {self.myid}",
-                *self.config,
-            ]
-            with open(self.config_path, "w") as file:
-                file.write("\n".join(lines) + "\n")
-        super().start(ready_timeout)
-
-    def _argv(self) -> list[str]:
-        return [self.binary, self.config_path, "--sentinel"]
-
-    def _answers(self) -> bool:
-        return try_query(self.port, "PING") is True
-
-    def __repr__(self) -> str:
-        return f"<SentinelServer {LOOPBACK}:{self.port}>"
-
-
-class RedisSentinelProcesses:
-    """A master, ``replicas`` replicas and ``sentinels`` sentinels watching them.
-
-    The sentinels' configuration names each other (``known-sentinel``) and the replica
-    (``known-replica``), so they agree within a second of starting instead of waiting for
-    the hello messages (every 2 s) and the master's INFO (every 10 s).
-
-    Args:
-        server_binary: ``redis-server`` (also runs the sentinels, with ``--sentinel``).
-        service_name: the monitored master's name (``master_for(service_name)``).
-        replicas: how many replicas of the master.
-        sentinels: how many sentinels; ``quorum`` of them must agree the master is down.
-        down_after_ms: ``down-after-milliseconds``: no answer for this long = down.
-        failover_timeout_ms: ``failover-timeout`` (also: no new automatic failover of this
-            master for twice this long after one started).
-    """
-
-    def __init__(
-        self,
-        server_binary: str = "redis-server",
-        *,
-        service_name: str = "resilient-cache",
-        replicas: int = 1,
-        sentinels: int = 3,
-        quorum: int = 2,
-        down_after_ms: int = 1000,
-        failover_timeout_ms: int = 3000,
-    ) -> None:
-        self.server_binary = server_binary
-        self.service_name = service_name
-        self.replica_count = replicas
-        self.sentinel_count = sentinels
-        self.quorum = quorum
-        self.down_after_ms = down_after_ms
-        self.failover_timeout_ms = failover_timeout_ms
-        self.servers: list[RedisServer] = []
-        """The data nodes: ``servers[0]`` is the first master, then the replicas."""
-        self.sentinel_servers: list[SentinelServer] = []
-
-    # life cycle
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start master, replicas (in sync), then the sentinels; wait until they agree."""
-        try:
-            master = RedisServer(self.server_binary, *_FAST_SYNC)
-            self.servers.append(master)
-            master.start()
-            for _ in range(self.replica_count):
-                replica = RedisServer(
-                    self.server_binary, *_FAST_SYNC, "--replicaof", LOOPBACK, str(master.port)
-                )
-                self.servers.append(replica)
-                replica.start()
-            _wait_until(self._replicas_in_sync, timeout, "replicas in sync", self.diagnostics)
-            for _ in range(self.sentinel_count):
-                self.sentinel_servers.append(SentinelServer(self.server_binary, []))
-            for sentinel in self.sentinel_servers:
-                sentinel.config = self._sentinel_config(sentinel, master)
-                sentinel.start()
-            self.wait_agreed(timeout)
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def _sentinel_config(self, me: SentinelServer, master: RedisServer) -> list[str]:
-        name = self.service_name
-        lines = [
-            "sentinel resolve-hostnames no",
-            "sentinel announce-hostnames no",
-            f"sentinel monitor {name} {LOOPBACK} {master.port} {self.quorum}",
-            f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
-            f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
-            f"sentinel parallel-syncs {name} 1",
-        ]
-        lines += [f"sentinel known-replica {name} {LOOPBACK} {s.port}" for s in self.servers[1:]]
-        lines += [
-            f"sentinel known-sentinel {name} {LOOPBACK} {other.port} {other.myid}"
-            for other in self.sentinel_servers
-            if other is not me
-        ]
-        return lines
-
-    def cleanup(self) -> None:
-        """Stop the sentinels then the data nodes by PID, and remove their directories."""
-        for process in [*self.sentinel_servers, *self.servers]:
-            process.cleanup()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    # addresses
-
-    @property
-    def sentinels(self) -> list[Address]:
-        """``(host, port)`` of every running sentinel (``Sentinel(sentinels)``)."""
-        return [s.address for s in self.sentinel_servers if s.running]
-
-    def _sentinel_reply(self, *args: str) -> Any:
-        errors: list[str] = []
-        for sentinel in self.sentinel_servers:
-            if sentinel.running:
-                try:
-                    return query(sentinel.port, *args)
-                except redis.RedisError as exc:
-                    errors.append(f"{sentinel}: {exc!r}")
-        raise TopologyError(f"no sentinel answered {args}: {errors}")
-
-    def master_address(self) -> Address:
-        """The master's address, asked to a sentinel (``GET-MASTER-ADDR-BY-NAME``)."""
-        host, port = self._sentinel_reply("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name)
-        return (str(host), int(port))
-
-    def server_at(self, address: Address) -> RedisServer:
-        return next(s for s in self.servers if s.port == address[1])
-
-    def master(self) -> RedisServer:
-        """The data node that the sentinels call master now."""
-        return self.server_at(self.master_address())
-
-    # faults
-
-    def failover(self, *, wait: bool = True, timeout: float = 30.0) -> Address:
-        """``SENTINEL FAILOVER``: promote a replica without asking the other sentinels.
-
-        With ``wait``, return once every sentinel names a new master that answers ``ROLE``
-        as a master. The old master keeps running and keeps accepting writes until a
-        sentinel reconfigures it as a replica (``+convert-to-slave``, seconds later: see
-        :meth:`wait_old_master_demoted`).
-        """
-        old = self.master_address()
-        self._sentinel_reply("SENTINEL", "FAILOVER", self.service_name)
-        return self.wait_for_new_master(old, timeout) if wait else old
-
-    def kill_master(self, *, wait: bool = True, timeout: float = 30.0) -> Address:
-        """SIGKILL the master; with ``wait``, return the new master's address once promoted
-        (without ``wait``, return the killed master's address)."""
-        old = self.master_address()
-        self.server_at(old).stop(kill=True)
-        return self.wait_for_new_master(old, timeout) if wait else old
-
-    def wait_for_new_master(self, old: Address, timeout: float = 30.0) -> Address:
-        """Wait until every running sentinel names the same master, not ``old``, and it
-        answers ``ROLE`` as a master."""
-
-        def switched() -> Address | None:
-            seen: set[Address] = set()
-            for sentinel in self.sentinel_servers:
-                if not sentinel.running:
-                    continue
-                reply = try_query(
-                    sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name
-                )
-                if not reply:
-                    return None
-                seen.add((str(reply[0]), int(reply[1])))
-            if len(seen) != 1:
-                return None
-            address = seen.pop()
-            if address == old:
-                return None
-            role = try_query(address[1], "ROLE")
-            return address if role and role[0] == "master" else None
-
-        return _wait_until(switched, timeout, "sentinel failover", self.diagnostics)
-
-    def wait_old_master_demoted(self, old: Address, timeout: float = 30.0) -> float:
-        """Wait until the (still running) ``old`` master reports ``ROLE`` slave; return how
-        long that took from now."""
-        started = time.monotonic()
-
-        def demoted() -> bool:
-            role = try_query(old[1], "ROLE")
-            return role is not None and role[0] == "slave"
-
-        _wait_until(demoted, timeout, "old master demoted", self.diagnostics)
-        return time.monotonic() - started
-
-    # health
-
-    def _replicas_in_sync(self) -> bool:
-        """Every replica has finished its first sync (``ROLE`` says ``connected``)."""
-        roles = [try_query(server.port, "ROLE") for server in self.servers[1:]]
-        return all(role is not None and role[3] == "connected" for role in roles)
-
-    def agreement_problems(self) -> list[str]:
-        """Why the sentinels do not agree yet (empty when they do)."""
-        problems: list[str] = []
-        masters: set[str] = set()
-        for sentinel in self.sentinel_servers:
-            if not sentinel.running:
-                problems.append(f"{sentinel}: not running")
-                continue
-            state = _pairs(try_query(sentinel.port, "SENTINEL", "MASTER", self.service_name))
-            if not state:
-                problems.append(f"{sentinel}: does not answer SENTINEL MASTER")
-                continue
-            masters.add(f"{state.get('ip')}:{state.get('port')}")
-            if state.get("flags") != "master":
-                problems.append(f"{sentinel}: master flags {state.get('flags')}")
-            if state.get("num-slaves") != str(self.replica_count):
-                problems.append(f"{sentinel}: num-slaves={state.get('num-slaves')}")
-            others = state.get("num-other-sentinels")
-            if others != str(self.sentinel_count - 1):
-                problems.append(f"{sentinel}: num-other-sentinels={others}")
-            replicas = try_query(sentinel.port, "SENTINEL", "REPLICAS", self.service_name)
-            for replica in map(_pairs, replicas or []):
-                if replica.get("flags") != "slave" or replica.get("master-link-status") != "ok":
-                    problems.append(
-                        f"{sentinel}: replica {replica.get('port')} flags={replica.get('flags')}"
-                        f" link={replica.get('master-link-status')}"
-                    )
-            peers = try_query(sentinel.port, "SENTINEL", "SENTINELS", self.service_name)
-            for peer in map(_pairs, peers or []):
-                if peer.get("flags") != "sentinel":
-                    problems.append(f"{sentinel}: peer {peer.get('port')} {peer.get('flags')}")
-            if try_query(sentinel.port, "SENTINEL", "CKQUORUM", self.service_name) is None:
-                problems.append(f"{sentinel}: CKQUORUM fails")
-        if len(masters) > 1:
-            problems.append(f"sentinels disagree on the master: {sorted(masters)}")
-        return problems
-
-    def wait_agreed(self, timeout: float = 30.0) -> None:
-        """Wait until every sentinel sees the same healthy master, its replicas with a
-        working link, and the other sentinels."""
-        _wait_until(
-            lambda: not self.agreement_problems(), timeout, "sentinel agreement", self.diagnostics
-        )
-
-    def diagnostics(self) -> str:
-        parts = ["problems: " + "; ".join(self.agreement_problems() or ["none"])]
-        for server in self.servers:
-            state = "running" if server.proc and server.proc.poll() is None else "stopped"
-            parts.append(
-                f"--- redis {server.port} ({state}): ROLE {try_query(server.port, 'ROLE')}"
-            )
-            parts.append("log tail:\n" + _tail(server.log_path, 6))
-        for sentinel in self.sentinel_servers:
-            parts.append(f"--- {sentinel}")
-            parts.append("log tail:\n" + _tail(sentinel.log_path, 12))
         return "\n".join(parts)
 
 
@@ -978,12 +527,3 @@ def private_cluster(redis_binary: str, redis_cli_binary: str) -> Iterator[RedisC
     and failed over: a dead primary is replaced within about 2 s (1 s node timeout)."""
     with RedisClusterProcesses(redis_binary, redis_cli_binary) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def redis_sentinel(redis_binary: str) -> Iterator[RedisSentinelProcesses]:
-    """A fresh master, replica and 3 sentinels for one test (~1 s to start), free to be
-    failed over or killed: a failover cannot be undone quickly (a killed master restarted
-    is a *master* again until the sentinels convert it, 8 s or more later)."""
-    with RedisSentinelProcesses(redis_binary) as deployment:
-        yield deployment
