@@ -2,7 +2,7 @@
 
 Every contract test runs here too, around MemoryCache and around RedisAdapter, except the
 few that cannot hold by design, listed in ``NOT_FOR_ENCRYPTION`` with why (each has its
-own encryption test in tests/test_encryption.py). A new contract test runs here at once;
+own encryption test in tests/layers/test_encryption.py). A new contract test runs here at once;
 ``test_every_contract_test_is_run_or_excused`` notices one that is neither.
 """
 

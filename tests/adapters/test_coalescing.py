@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
+from tests.adapters.test_redis_adapter import block_server
 from tests.servers import RedisServer
-from tests.test_redis_adapter import block_server
 
 
 async def calls(raw: aioredis.Redis, command: str) -> int:
