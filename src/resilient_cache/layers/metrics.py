@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, Generic, TypeVar
 from weakref import WeakKeyDictionary
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -63,6 +63,30 @@ def outcome_of(result: Result[object, CacheError]) -> str:
     return "error" if result.error.code.policy.caller_error else "fallback"
 
 
+F = TypeVar("F")
+
+
+class PerRegistry(Generic[F]):
+    """Metric families made once per Prometheus registry and shared by every instrumented
+    object in it (prometheus-client refuses a second family of one name in a registry).
+
+    ``PerRegistry(make)(registry)`` calls ``make(registry)`` the first time, and returns
+    the same families afterwards; ``None`` means prometheus-client's global registry. A
+    registry that nobody holds any more is forgotten.
+    """
+
+    def __init__(self, make: Callable[[CollectorRegistry], F]) -> None:
+        self._make = make
+        self._made: WeakKeyDictionary[CollectorRegistry, F] = WeakKeyDictionary()
+
+    def __call__(self, registry: CollectorRegistry | None) -> F:
+        registry = registry if registry is not None else REGISTRY
+        made = self._made.get(registry)
+        if made is None:
+            made = self._made[registry] = self._make(registry)
+        return made
+
+
 @dataclass(frozen=True, slots=True)
 class _Families:
     duration: Histogram
@@ -75,68 +99,64 @@ class _Families:
     pool: Gauge
 
 
-_FAMILIES: WeakKeyDictionary[CollectorRegistry, _Families] = WeakKeyDictionary()
+def _make_families(registry: CollectorRegistry) -> _Families:
+    return _Families(
+        duration=Histogram(
+            "resilient_cache_operation_duration_seconds",
+            "Duration of cache calls as the caller sees them, retries included.",
+            ["cache", "operation", "outcome"],
+            buckets=BUCKETS,
+            registry=registry,
+        ),
+        gets=Counter(
+            "resilient_cache_gets",
+            "Keys looked up, by result (a get_many counts each key).",
+            ["cache", "result"],
+            registry=registry,
+        ),
+        errors=Counter(
+            "resilient_cache_errors",
+            "Failed calls, by operation and error code.",
+            ["cache", "operation", "error_type"],
+            registry=registry,
+        ),
+        retries=Counter(
+            "resilient_cache_retries",
+            "Retries, by operation and the error that caused them.",
+            ["cache", "operation", "error_type"],
+            registry=registry,
+        ),
+        budget_exhausted=Counter(
+            "resilient_cache_retry_budget_exhausted",
+            "Retries refused because the retry budget was spent.",
+            ["cache"],
+            registry=registry,
+        ),
+        breaker_state=Gauge(
+            "resilient_cache_circuit_breaker_state",
+            "Circuit breaker state, one-hot: 1 for the current state.",
+            ["cache", "state"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        ),
+        transitions=Counter(
+            "resilient_cache_circuit_breaker_transitions",
+            "Circuit breaker state transitions.",
+            ["cache", "from_state", "to_state"],
+            registry=registry,
+        ),
+        pool=Gauge(
+            "resilient_cache_pool_connections",
+            "Connections in the pool, by state.",
+            ["cache", "state"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+    )
 
 
-def _families(registry: CollectorRegistry) -> _Families:
-    """The metric families of ``registry``, created on first use (once per registry)."""
-    families = _FAMILIES.get(registry)
-    if families is None:
-        families = _Families(
-            duration=Histogram(
-                "resilient_cache_operation_duration_seconds",
-                "Duration of cache calls as the caller sees them, retries included.",
-                ["cache", "operation", "outcome"],
-                buckets=BUCKETS,
-                registry=registry,
-            ),
-            gets=Counter(
-                "resilient_cache_gets",
-                "Keys looked up, by result (a get_many counts each key).",
-                ["cache", "result"],
-                registry=registry,
-            ),
-            errors=Counter(
-                "resilient_cache_errors",
-                "Failed calls, by operation and error code.",
-                ["cache", "operation", "error_type"],
-                registry=registry,
-            ),
-            retries=Counter(
-                "resilient_cache_retries",
-                "Retries, by operation and the error that caused them.",
-                ["cache", "operation", "error_type"],
-                registry=registry,
-            ),
-            budget_exhausted=Counter(
-                "resilient_cache_retry_budget_exhausted",
-                "Retries refused because the retry budget was spent.",
-                ["cache"],
-                registry=registry,
-            ),
-            breaker_state=Gauge(
-                "resilient_cache_circuit_breaker_state",
-                "Circuit breaker state, one-hot: 1 for the current state.",
-                ["cache", "state"],
-                registry=registry,
-                multiprocess_mode="livemax",
-            ),
-            transitions=Counter(
-                "resilient_cache_circuit_breaker_transitions",
-                "Circuit breaker state transitions.",
-                ["cache", "from_state", "to_state"],
-                registry=registry,
-            ),
-            pool=Gauge(
-                "resilient_cache_pool_connections",
-                "Connections in the pool, by state.",
-                ["cache", "state"],
-                registry=registry,
-                multiprocess_mode="livesum",
-            ),
-        )
-        _FAMILIES[registry] = families
-    return families
+_families = PerRegistry(_make_families)
+"""The metric families of a registry, made on first use (once per registry)."""
 
 
 class MetricsLayer(Layer):
@@ -159,7 +179,7 @@ class MetricsLayer(Layer):
     ) -> None:
         super().__init__(inner)
         self._cache = cache_name
-        self._m = _families(registry if registry is not None else REGISTRY)
+        self._m = _families(registry)
         self._durations: dict[tuple[str, str], Callable[[float], None]] = {}
         self._successes: dict[str, Callable[[float], None]] = {}  # the hot path, one lookup
         self._after_call: Callable[[], None] | None = None

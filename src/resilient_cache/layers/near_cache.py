@@ -36,7 +36,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
-from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -48,6 +47,7 @@ from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
 from resilient_cache.domain.validation import load_json
 from resilient_cache.layers.base import Call, Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
+from resilient_cache.layers.metrics import PerRegistry
 
 __all__ = ["InvalidationSource", "ManualInvalidations", "NearCacheLayer"]
 
@@ -68,40 +68,38 @@ class _Families:
     entries: Gauge
 
 
-_FAMILIES: WeakKeyDictionary[CollectorRegistry, _Families] = WeakKeyDictionary()
+def _make_families(registry: CollectorRegistry) -> _Families:
+    return _Families(
+        lookups=Counter(
+            "resilient_cache_near_cache_lookups",
+            "Keys looked up in the near cache, by result (hit or miss).",
+            ["cache", "result"],
+            registry=registry,
+        ),
+        invalidations=Counter(
+            "resilient_cache_near_cache_invalidations",
+            "Keys invalidated by messages from the invalidation channel.",
+            ["cache"],
+            registry=registry,
+        ),
+        flushes=Counter(
+            "resilient_cache_near_cache_flushes",
+            "Whole near-cache flushes, by reason.",
+            ["cache", "reason"],
+            registry=registry,
+        ),
+        entries=Gauge(
+            "resilient_cache_near_cache_entries",
+            "Entries held in the near cache.",
+            ["cache"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+    )
 
 
-def _families(registry: CollectorRegistry) -> _Families:
-    families = _FAMILIES.get(registry)
-    if families is None:
-        families = _FAMILIES[registry] = _Families(
-            lookups=Counter(
-                "resilient_cache_near_cache_lookups",
-                "Keys looked up in the near cache, by result (hit or miss).",
-                ["cache", "result"],
-                registry=registry,
-            ),
-            invalidations=Counter(
-                "resilient_cache_near_cache_invalidations",
-                "Keys invalidated by messages from the invalidation channel.",
-                ["cache"],
-                registry=registry,
-            ),
-            flushes=Counter(
-                "resilient_cache_near_cache_flushes",
-                "Whole near-cache flushes, by reason.",
-                ["cache", "reason"],
-                registry=registry,
-            ),
-            entries=Gauge(
-                "resilient_cache_near_cache_entries",
-                "Entries held in the near cache.",
-                ["cache"],
-                registry=registry,
-                multiprocess_mode="livesum",
-            ),
-        )
-    return families
+_families = PerRegistry(_make_families)
+"""The metric families of a registry, made on first use (once per registry)."""
 
 
 @dataclass(slots=True)

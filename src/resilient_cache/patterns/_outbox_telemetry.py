@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
-from weakref import WeakKeyDictionary
 
 import structlog
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from resilient_cache.layers.metrics import PerRegistry
 
 OPERATIONS: Final = ("delete", "delete_pattern")
 """The invalidations an outbox records (the ``operation`` label)."""
@@ -61,50 +62,46 @@ class _Families:
     dropped: Counter
 
 
-_FAMILIES: WeakKeyDictionary[CollectorRegistry, _Families] = WeakKeyDictionary()
+def _make_families(registry: CollectorRegistry) -> _Families:
+    return _Families(
+        pending=Gauge(
+            "resilient_cache_invalidations_pending",
+            "Invalidations that failed and wait in the outbox for the cache to recover.",
+            ["cache"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+        deferred=Counter(
+            "resilient_cache_invalidations_deferred",
+            "Invalidations that failed and were recorded in the outbox.",
+            ["cache", "operation"],
+            registry=registry,
+        ),
+        replayed=Counter(
+            "resilient_cache_invalidations_replayed",
+            "Deferred invalidations applied after recovery (flush / on_overflow: the "
+            "wholesale action that replaced them after an overflow).",
+            ["cache", "operation"],
+            registry=registry,
+        ),
+        overflows=Counter(
+            "resilient_cache_invalidation_overflows",
+            "Times the outbox overflowed, owing a wholesale invalidation.",
+            ["cache"],
+            registry=registry,
+        ),
+        dropped=Counter(
+            "resilient_cache_invalidations_dropped",
+            "Invalidations the outbox will never apply, by reason (invalid, rejected, "
+            "failing, closed).",
+            ["cache", "reason"],
+            registry=registry,
+        ),
+    )
 
 
-def _families(registry: CollectorRegistry) -> _Families:
-    """The metric families of ``registry``, created on first use (once per registry)."""
-    families = _FAMILIES.get(registry)
-    if families is None:
-        families = _Families(
-            pending=Gauge(
-                "resilient_cache_invalidations_pending",
-                "Invalidations that failed and wait in the outbox for the cache to recover.",
-                ["cache"],
-                registry=registry,
-                multiprocess_mode="livesum",
-            ),
-            deferred=Counter(
-                "resilient_cache_invalidations_deferred",
-                "Invalidations that failed and were recorded in the outbox.",
-                ["cache", "operation"],
-                registry=registry,
-            ),
-            replayed=Counter(
-                "resilient_cache_invalidations_replayed",
-                "Deferred invalidations applied after recovery (flush / on_overflow: the "
-                "wholesale action that replaced them after an overflow).",
-                ["cache", "operation"],
-                registry=registry,
-            ),
-            overflows=Counter(
-                "resilient_cache_invalidation_overflows",
-                "Times the outbox overflowed, owing a wholesale invalidation.",
-                ["cache"],
-                registry=registry,
-            ),
-            dropped=Counter(
-                "resilient_cache_invalidations_dropped",
-                "Invalidations the outbox will never apply, by reason (invalid, rejected, "
-                "failing, closed).",
-                ["cache", "reason"],
-                registry=registry,
-            ),
-        )
-        _FAMILIES[registry] = families
-    return families
+_families = PerRegistry(_make_families)
+"""The metric families of a registry, made on first use (once per registry)."""
 
 
 class OutboxTelemetry:
@@ -132,7 +129,7 @@ class OutboxTelemetry:
         self._action = overflow_action
         self._log = logger if logger is not None else structlog.get_logger("resilient_cache")
         self._log_keys = log_keys
-        m = _families(registry if registry is not None else REGISTRY)
+        m = _families(registry)
         self._m = m
         self._pending = m.pending.labels(cache_name)
         self._reported = 0
