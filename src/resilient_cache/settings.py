@@ -28,6 +28,8 @@ from resilient_cache.adapters.redis_options import RedisOptions, pool_settings
 from resilient_cache.domain import defaults
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.validation import check_namespace
+from resilient_cache.layers.circuit_breaker import check_open_times
+from resilient_cache.layers.retry import check_backoff
 
 ENV_PREFIX = "CACHE_"
 _REDIS = RedisOptions()  # the adapter's defaults, stated once
@@ -307,14 +309,12 @@ class CacheSettings(BaseSettings):
             raise ConfigurationError(
                 f"{ENV_PREFIX}ENCRYPTION__CURRENT", "must name one of the encryption keys' ids"
             )
-        if self.breaker.reset_timeout > self.breaker.reset_timeout_max:
-            raise ConfigurationError(
-                f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT", "must not exceed reset_timeout_max"
-            )
-        if self.retry.backoff_base > self.retry.backoff_max:
-            raise ConfigurationError(
-                f"{ENV_PREFIX}RETRY__BACKOFF_BASE", "must not exceed backoff_max"
-            )
+        # the layers' own rules, naming the variables
+        b, r = self.breaker, self.retry
+        check_open_times(
+            b.reset_timeout, b.reset_timeout_max, setting=f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT"
+        )
+        check_backoff(r.backoff_base, r.backoff_max, setting=f"{ENV_PREFIX}RETRY__BACKOFF_BASE")
 
     def _check_topology(self) -> None:
         """Each topology's settings present, and no other topology's."""

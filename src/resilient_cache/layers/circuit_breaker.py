@@ -84,6 +84,19 @@ class _Relay(pybreaker.CircuitBreakerListener):
         notify(self._listeners, old, _FROM_PYBREAKER[new_state.name])
 
 
+def check_open_times(
+    reset_timeout: float, reset_timeout_max: float, *, setting: str = "reset_timeout"
+) -> None:
+    """The breaker's rule for its open times, for the layer and the settings alike.
+
+    Raises:
+        ConfigurationError: unless ``0 < reset_timeout <= reset_timeout_max`` (naming
+            ``setting``).
+    """
+    if not 0 < reset_timeout <= reset_timeout_max:
+        raise ConfigurationError(setting, "must satisfy 0 < reset_timeout <= reset_timeout_max")
+
+
 class CircuitBreakerLayer(Layer):
     """A circuit breaker around one cache (normally the RedisAdapter).
 
@@ -120,10 +133,7 @@ class CircuitBreakerLayer(Layer):
         ):
             if value < 1:
                 raise ConfigurationError(setting, f"must be >= 1, got {value!r}")
-        if not 0 < reset_timeout <= reset_timeout_max:
-            raise ConfigurationError(
-                "reset_timeout", "must satisfy 0 < reset_timeout <= reset_timeout_max"
-            )
+        check_open_times(reset_timeout, reset_timeout_max)
         self._storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
         self._listeners: list[BreakerListener] = []
         self._breaker = pybreaker.CircuitBreaker(

@@ -119,6 +119,16 @@ class RetryBudget:
         return True
 
 
+def check_backoff(backoff_base: float, backoff_max: float, *, setting: str = "backoff_max") -> None:
+    """The retry layer's rule for its backoff, for the layer and the settings alike.
+
+    Raises:
+        ConfigurationError: unless ``0 < backoff_base <= backoff_max`` (naming ``setting``).
+    """
+    if backoff_base <= 0 or backoff_max < backoff_base:
+        raise ConfigurationError(setting, "backoff must satisfy 0 < backoff_base <= backoff_max")
+
+
 class RetryLayer(Layer):
     """Retries what is safe to retry, within a deadline and a retry budget.
 
@@ -158,10 +168,7 @@ class RetryLayer(Layer):
                 raise ConfigurationError(
                     setting, f"must be a positive number of seconds, got {value!r}"
                 )
-        if backoff_base <= 0 or backoff_max < backoff_base:
-            raise ConfigurationError(
-                "backoff_max", "backoff must satisfy 0 < backoff_base <= backoff_max"
-            )
+        check_backoff(backoff_base, backoff_max)
         self._attempts = attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
