@@ -129,6 +129,16 @@ class KeyCommands:
         await self.aclose()
 
     @property
+    def namespace(self) -> str | None:
+        """The namespace every key is stored under, invisibly to callers (``None``: none)."""
+        return self._namespace
+
+    @property
+    def limits(self) -> Limits:
+        """The key and value size limits this cache checks before sending anything."""
+        return self._limits
+
+    @property
     def endpoint(self) -> Endpoint:
         """Where this adapter connects (telemetry's ``server.address``/``server.port``).
 

@@ -98,6 +98,16 @@ class MemoryCache:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def namespace(self) -> str | None:
+        """The namespace every key is stored under, invisibly to callers (``None``: none)."""
+        return self._namespace
+
+    @property
+    def limits(self) -> Limits:
+        """The key and value size limits this cache checks before sending anything."""
+        return self._limits
+
     def namespaced(self, namespace: str) -> MemoryCache:
         """Return a view of the same store confined to ``namespace``.
 

@@ -1,7 +1,8 @@
 """RedisAdapter: :class:`CacheProtocol` on redis-py's asyncio client and hiredis.
 
-With its private helpers in ``adapters/`` (``_sentinel.py``: Redis Sentinel), the only
-module that imports ``redis``. What it guarantees on top of redis-py:
+Only the modules of ``adapters/`` import ``redis`` (this one, ``redis_cluster.py``,
+``tracking.py`` and their private helpers, ``_sentinel.py`` for Redis Sentinel among them);
+the domain and the layers never do. What it guarantees on top of redis-py:
 
 * **One network attempt per call.** redis-py's own retry is switched off (it retries ten
   times by default); retrying belongs to the retry layer, which knows what is safe.

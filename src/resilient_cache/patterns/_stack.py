@@ -37,16 +37,13 @@ def backend_of(cache: CacheProtocol) -> CacheProtocol:
 
 def limits_of(cache: CacheProtocol) -> Limits:
     """The size limits ``cache``'s backend checks (the defaults when it does not say)."""
-    limits = getattr(backend_of(cache), "_limits", None)
+    limits = getattr(backend_of(cache), "limits", None)
     return limits if isinstance(limits, Limits) else DEFAULT_LIMITS
 
 
 def _namespace_of(backend: object) -> object:
     """The backend's namespace, ``None`` for none, ``_UNKNOWN`` when it does not say."""
-    public = getattr(type(backend), "namespace", None)
-    if isinstance(public, property):
-        return getattr(backend, "namespace", _UNKNOWN)
-    return getattr(backend, "_namespace", _UNKNOWN)
+    return getattr(backend, "namespace", _UNKNOWN)
 
 
 def check_flush_is_scoped(cache: CacheProtocol, setting: str) -> None:
