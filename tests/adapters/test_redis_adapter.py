@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from resilient_cache import (
     ErrorCode,
     Failure,
     RedisAdapter,
+    RedisClusterAdapter,
     Result,
     Success,
     redact_url,
@@ -595,3 +596,17 @@ async def test_a_closed_adapter_reconnects_when_used_again(adapter: RedisAdapter
     assert await adapter.set("k", "v") == Success(None)
     await adapter.aclose()
     assert await adapter.get("k") == Success("v")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [RedisAdapter.from_url, RedisClusterAdapter.from_url],
+    ids=["standalone", "cluster"],
+)
+def test_a_malformed_ipv6_url_is_a_configuration_error(build: Callable[[str], object]) -> None:
+    """urlsplit raises a plain ValueError on '[::1:6379'; ConfigurationError is the one
+    exception the library raises, and it names the setting without the password."""
+    with pytest.raises(ConfigurationError) as info:
+        build("redis://:pw@[::1:6379/0")
+    assert info.value.setting == "url"
+    assert "pw" not in str(info.value)

@@ -17,7 +17,12 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.crc import key_slot
 
-from resilient_cache.adapters.redis_options import RedisOptions, pool_settings, redact_url
+from resilient_cache.adapters.redis_options import (
+    RedisOptions,
+    pool_settings,
+    redact_url,
+    split_url,
+)
 from resilient_cache.domain.errors import ConfigurationError
 
 T = TypeVar("T")
@@ -98,7 +103,7 @@ def cluster_settings(url: str, options: Mapping[str, Any]) -> tuple[RedisOptions
         )
     if options.get("coalesce_reads"):
         raise ConfigurationError("coalesce_reads", "not supported by RedisClusterAdapter")
-    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    scheme = split_url(url).scheme if isinstance(url, str) else ""
     if scheme == "unix":
         raise ConfigurationError("url", "Redis Cluster does not run on unix sockets")
     opts, kwargs = pool_settings(url, options)

@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from resilient_cache.domain import defaults
 from resilient_cache.domain.errors import ConfigurationError
@@ -207,6 +207,15 @@ def _check_userinfo(url: str) -> None:
         )
 
 
+def split_url(url: str) -> SplitResult:
+    """``urlsplit(url)``, or the :class:`ConfigurationError` naming ``url`` (a malformed IPv6
+    address raises a plain ``ValueError`` there); the message never shows a password."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError("url", f"{exc} ({redact_url(url)})") from None
+
+
 def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions, dict[str, Any]]:
     """Check ``url`` and ``options``; return them as redis-py connection pool arguments.
 
@@ -216,7 +225,7 @@ def pool_settings(url: object, options: Mapping[str, Any]) -> tuple[RedisOptions
     opts = _options(options)
     if isinstance(url, str):
         _check_userinfo(url)
-    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    scheme = split_url(url).scheme if isinstance(url, str) else ""
     if not isinstance(url, str) or scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(
             "url", f"must start with redis://, rediss:// or unix://, got {redact_url(str(url))!r}"
