@@ -116,3 +116,56 @@ def test_glob_matches_like_redis_scan(redis_server: RedisServer, pattern: str, k
             await redis.aclose()
 
     asyncio.run(check())
+
+
+# -- bad input: the same whole error from every implementation -----------------------------
+
+BAD_KEYS: list[object] = ["k", b"a", 0, "", "x" * 2000, None]
+BAD_VALUES: list[object] = ["v", b"v", None, 1]
+BAD_TTLS: list[object] = [None, 10, 0, -1, 1.5, "1", True]
+BAD_AMOUNTS: list[object] = [1, 1.0, True, 2**63, -(2**63), "1", None]
+
+
+def bad_calls() -> list[tuple[str, tuple[object, ...]]]:
+    calls: list[tuple[str, tuple[object, ...]]] = []
+    for key in BAD_KEYS:
+        calls += [(name, (key,)) for name in ("get", "get_json", "delete", "exists", "ttl")]
+        calls += [("set", (key, v, t)) for v in BAD_VALUES for t in BAD_TTLS]
+        calls += [("set_json", (key, {"a": 1}, t)) for t in BAD_TTLS]
+        calls += [("expire", (key, t)) for t in (10, 0, -1, 1.5, True, None)]
+        calls += [(op, (key, a)) for a in BAD_AMOUNTS for op in ("increment", "decrement")]
+    calls += [("get_many", (keys_,)) for keys_ in (["a", b"b"], [0], "abc", [""], None)]
+    mappings: list[object] = [{"a": b"v"}, {b"a": "v"}, {"": "v"}, {"a": "v"}]
+    calls += [("set_many", (m, t)) for m in mappings for t in (None, 0, 1.5)]
+    calls += [("delete_pattern", (p,)) for p in ("", b"*", 0, "a[", None)]
+    return calls
+
+
+def whole(result: Result[Any, CacheError]) -> tuple[Any, ...]:
+    """A failure as everything a caller sees of it (the server's address aside)."""
+    if not isinstance(result, Failure):
+        return ("success",)
+    e = result.error
+    details = {k: v for k, v in e.details.items() if k != "server"}
+    return (e.code, e.message, e.operation, e.key, details, e.retryable, e.maybe_applied)
+
+
+async def test_bad_input_gets_the_same_error_everywhere(redis_server: RedisServer) -> None:
+    """One validation order and one message: MemoryCache and RedisAdapter refuse each bad
+    call with the same whole CacheError; a key that is not a str is never the error's key."""
+    assert redis_server.command("FLUSHALL") == "+OK"
+    memory, redis = MemoryCache(), RedisAdapter.from_url(redis_server.url)
+    refused = 0
+    try:
+        for name, args in bad_calls():
+            expected = whole(await getattr(memory, name)(*args))
+            actual = whole(await getattr(redis, name)(*args))
+            if "success" in (expected[0], actual[0]):
+                assert expected[0] == actual[0], f"{name}{args!r}: {actual} != {expected}"
+                continue
+            refused += 1
+            assert actual == expected, f"{name}{args!r}:\n redis  {actual}\n memory {expected}"
+            assert actual[3] is None or isinstance(actual[3], str)
+    finally:
+        await redis.aclose()
+    assert refused > 300

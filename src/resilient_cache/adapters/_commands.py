@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -301,11 +301,26 @@ class KeyCommands:
         return Failure(reply) if isinstance(reply, CacheError) else Success(None)
 
     async def _int_command(
-        self, operation: str, key: str, command: str, *args: Any, write: bool = False
+        self,
+        operation: str,
+        key: str,
+        command: str,
+        argument: Callable[[], object | CacheError] | None = None,
+        *,
+        write: bool = False,
     ) -> Result[int, CacheError]:
+        """``command key [argument]`` with an integer reply. The key is checked first, then
+        the argument (``argument()``: the checked value, or its ``CacheError``), in the
+        order every implementation checks them (MemoryCache too)."""
         full = self._key(operation, key)
         if isinstance(full, CacheError):
             return Failure(full)
+        args: tuple[object, ...] = ()
+        if argument is not None:
+            checked = argument()
+            if isinstance(checked, CacheError):
+                return Failure(checked)
+            args = (checked,)
         reply = await self._call(operation, key, command, full, *args, write=write)
         return Failure(reply) if isinstance(reply, CacheError) else Success(int(reply))
 
@@ -319,24 +334,23 @@ class KeyCommands:
 
     async def expire(self, key: str, seconds: int) -> Result[bool, CacheError]:
         """Set a TTL on an existing key."""
-        checked = check_seconds("expire", key, seconds, name="seconds")
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        return (await self._int_command("expire", key, "EXPIRE", checked, write=True)).map(bool)
+        result = await self._int_command(
+            "expire", key, "EXPIRE",
+            lambda: check_seconds("expire", key, seconds, name="seconds"), write=True,
+        )  # fmt: skip
+        return result.map(bool)
 
     async def increment(self, key: str, amount: int = 1) -> Result[int, CacheError]:
         """Add ``amount`` atomically (INCRBY); a missing key counts as 0."""
-        checked = check_amount("increment", key, amount)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        return await self._int_command("increment", key, "INCRBY", checked, write=True)
+        return await self._int_command(
+            "increment", key, "INCRBY", lambda: check_amount("increment", key, amount), write=True
+        )
 
     async def decrement(self, key: str, amount: int = 1) -> Result[int, CacheError]:
         """Subtract ``amount`` atomically (DECRBY); a missing key counts as 0."""
-        checked = check_amount("decrement", key, amount)
-        if isinstance(checked, CacheError):
-            return Failure(checked)
-        return await self._int_command("decrement", key, "DECRBY", checked, write=True)
+        return await self._int_command(
+            "decrement", key, "DECRBY", lambda: check_amount("decrement", key, amount), write=True
+        )
 
     async def ttl(self, key: str) -> Result[int | None, CacheError]:
         """Seconds until expiry, rounded up; ``None`` if missing or persistent."""

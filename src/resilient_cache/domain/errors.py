@@ -168,7 +168,7 @@ class CacheError:
             code=code,
             message=message,
             operation=operation,
-            key=key,
+            key=key if isinstance(key, str) else None,  # a bad key of another type: None
             details=MappingProxyType(dict(details)) if details else _EMPTY,
             retryable=retryable,
             trips_breaker=trips_breaker,
