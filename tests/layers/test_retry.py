@@ -182,7 +182,7 @@ async def test_cancellation_propagates(scripted: ScriptedCache) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "setting"),
     [({"attempts": 0}, "attempts"), ({"deadline": 0}, "deadline"),
-     ({"backoff_base": 0.2, "backoff_max": 0.1}, "backoff_max")],
+     ({"backoff_base": 0.2, "backoff_max": 0.1}, "backoff_base")],
 )  # fmt: skip
 def test_bad_settings_raise(kwargs: dict[str, object], setting: str) -> None:
     from resilient_cache import ConfigurationError  # noqa: PLC0415

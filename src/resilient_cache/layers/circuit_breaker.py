@@ -93,8 +93,12 @@ def check_open_times(
         ConfigurationError: unless ``0 < reset_timeout <= reset_timeout_max`` (naming
             ``setting``).
     """
-    if not 0 < reset_timeout <= reset_timeout_max:
-        raise ConfigurationError(setting, "must satisfy 0 < reset_timeout <= reset_timeout_max")
+    if not reset_timeout > 0:
+        raise ConfigurationError(
+            setting, f"must be a positive number of seconds, got {reset_timeout!r}"
+        )
+    if reset_timeout > reset_timeout_max:
+        raise ConfigurationError(setting, "must not exceed reset_timeout_max")
 
 
 class CircuitBreakerLayer(Layer):

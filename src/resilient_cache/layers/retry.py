@@ -119,14 +119,18 @@ class RetryBudget:
         return True
 
 
-def check_backoff(backoff_base: float, backoff_max: float, *, setting: str = "backoff_max") -> None:
+def check_backoff(
+    backoff_base: float, backoff_max: float, *, setting: str = "backoff_base"
+) -> None:
     """The retry layer's rule for its backoff, for the layer and the settings alike.
 
     Raises:
         ConfigurationError: unless ``0 < backoff_base <= backoff_max`` (naming ``setting``).
     """
-    if backoff_base <= 0 or backoff_max < backoff_base:
-        raise ConfigurationError(setting, "backoff must satisfy 0 < backoff_base <= backoff_max")
+    if not backoff_base > 0:
+        raise ConfigurationError(setting, f"must be positive seconds, got {backoff_base!r}")
+    if backoff_base > backoff_max:
+        raise ConfigurationError(setting, "must not exceed backoff_max")
 
 
 class RetryLayer(Layer):
