@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -273,6 +274,18 @@ async def test_set_json_of_a_non_json_value_is_serialization(
     error = assert_code(await cache.set_json("j", value), ErrorCode.SERIALIZATION)
     assert error.key == "j"
     assert await cache.exists("j") == Success(False)
+
+
+async def test_set_json_takes_ints_up_to_the_interpreters_digit_limit(
+    cache: CacheProtocol,
+) -> None:
+    """docs/contract.md: an int of up to 4,300 digits; a longer one is SERIALIZATION."""
+    digits = sys.get_int_max_str_digits() or 4300
+    largest = 10 ** (digits - 1)  # `digits` digits
+    assert await cache.set_json("j", [largest]) == Success(None)
+    assert await cache.get_json("j") == Success([largest])
+    assert_code(await cache.set_json("k", 10**digits), ErrorCode.SERIALIZATION)
+    assert await cache.exists("k") == Success(False)
 
 
 async def test_set_json_of_a_circular_value_is_serialization(cache: CacheProtocol) -> None:
