@@ -204,6 +204,17 @@ async def test_values_can_be_encoded_and_ttls_given_per_item() -> None:
     assert await cache.ttl("user:2") == Success(99)
 
 
+async def test_a_key_repeated_in_a_batch_keeps_its_last_value_whatever_the_ttl() -> None:
+    """The docs: a key repeated within one batch is written once, the last value winning;
+    also when its repetitions carry different ttls (each ttl is a set_many of its own)."""
+    cache = MemoryCache()
+    source: list[WarmItem] = [("k", "first", 10), ("other", "x", 20), ("k", "last", 20)]
+    report = await warm(cache, source, batch_size=10)
+    assert report.written == 2
+    assert await cache.get("k") == Success("last")
+    assert await cache.ttl("k") == Success(20)
+
+
 async def test_an_async_source_is_consumed_and_closed() -> None:
     closed = False
 

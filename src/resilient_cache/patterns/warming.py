@@ -251,7 +251,11 @@ async def _fill(
         if not isinstance(text, str) or not isinstance(key, str):
             tally.skipped += 1
             continue
-        batch.setdefault(ttl if item_ttl is None else item_ttl, {})[key] = text
+        group = ttl if item_ttl is None else item_ttl
+        for other, mapping in batch.items():  # the last value wins, whatever its ttl
+            if other != group:
+                mapping.pop(key, None)
+        batch.setdefault(group, {})[key] = text
         count += 1
     return batch, False
 
