@@ -17,6 +17,7 @@ from resilient_cache import (
     ConfigurationError,
     ErrorCode,
     Failure,
+    Limits,
     RedisAdapter,
     RedisClusterAdapter,
     Result,
@@ -610,3 +611,21 @@ def test_a_malformed_ipv6_url_is_a_configuration_error(build: Callable[[str], ob
         build("redis://:pw@[::1:6379/0")
     assert info.value.setting == "url"
     assert "pw" not in str(info.value)
+
+
+async def test_a_connection_the_server_closed_after_a_protocol_error_is_not_reused(
+    private_redis: RedisServer,
+) -> None:
+    """A value above the server's proto-max-bulk-len (Limits raised above it) is refused
+    with a protocol error and the server closes that connection: the next, unrelated call
+    must not get the closed connection back (it failed with CONNECTION 26 times in 30)."""
+    assert private_redis.command("CONFIG", "SET", "proto-max-bulk-len", "1mb") == "+OK"
+    limits = Limits(max_value_bytes=4 * 1024 * 1024)
+    cache = RedisAdapter.from_url(private_redis.url, limits=limits, max_connections=1)
+    try:
+        for _ in range(10):
+            refused = await cache.set("big", "x" * (2 * 1024 * 1024))
+            assert isinstance(refused, Failure), refused
+            assert await cache.get("k") == Success(None)
+    finally:
+        await cache.aclose()

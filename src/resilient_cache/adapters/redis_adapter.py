@@ -22,6 +22,7 @@ the domain and the layers never do. What it guarantees on top of redis-py:
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, Final
@@ -99,6 +100,9 @@ class RedisAdapter(KeyCommands):
         self._connection_class = connection_class
         self._connection_kwargs = kwargs
         self._tls = issubclass(connection_class, SSLConnection)
+        # connections that saw a failure after which the server may close them (a protocol
+        # error, a cut): the next call that takes one reconnects it first
+        self._spoilt: weakref.WeakSet[Any] = weakref.WeakSet()
         self._probe = TlsProbe(
             kwargs.get("host"), kwargs.get("port"), tls=self._tls,
             client_certificate=bool(kwargs.get("ssl_certfile")),
@@ -288,6 +292,8 @@ class RedisAdapter(KeyCommands):
                 raise first_error
             return replies[0] if single else replies
         except Exception as exc:  # mapped below; CancelledError is not an Exception
+            if conn is not None and _spoils(exc):
+                self._spoilt.add(conn)  # reconnected before its next use
             # once the command was handed to the connection, it may have been sent
             error = self._error(operation, key, exc, maybe_applied=sent and write)
             if error.code is ErrorCode.READONLY and self._sentinel is not None:
@@ -368,7 +374,10 @@ class RedisAdapter(KeyCommands):
         Returns whether it was (re)connected now.
         """
         if conn.is_connected:
-            if self._sentinel is not None and self._sentinel.outdated(conn):
+            if conn in self._spoilt or (
+                self._sentinel is not None and self._sentinel.outdated(conn)
+            ):
+                self._spoilt.discard(conn)
                 stale = True
             else:
                 try:
@@ -477,3 +486,10 @@ class RedisAdapter(KeyCommands):
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
+
+
+def _spoils(exc: Exception) -> bool:
+    """Whether a connection that raised ``exc`` may be closed or out of step: anything but
+    a plain error reply, and the error reply Redis sends before closing (``Protocol
+    error``: a bulk longer than ``proto-max-bulk-len``, a malformed request)."""
+    return not isinstance(exc, rx.ResponseError) or str(exc).startswith("Protocol error")
