@@ -126,3 +126,25 @@ async def test_closing_answers_the_waiting_callers_instead_of_cancelling_them(
     assert isinstance(result, Failure)
     assert result.error.code is ErrorCode.CONNECTION
     await sleeper
+
+
+async def test_a_key_the_acl_refuses_fails_only_its_own_caller(
+    private_redis: RedisServer,
+) -> None:
+    """NOPERM on one key refuses a whole MGET: coalesced with it, a readable key's caller
+    must still get its value, and only the refused key's caller an AUTH failure."""
+    assert private_redis.command(
+        "ACL", "SETUSER", "app", "on", ">pw", "~public:*", "+get", "+mget", "+ping"
+    ) == "+OK"  # fmt: skip
+    assert private_redis.command("SET", "public:a", "1") == "+OK"
+    url = private_redis.url.replace("redis://", "redis://app:pw@")
+    cache = RedisAdapter.from_url(url, coalesce_reads=True)
+    try:
+        alone = await cache.get("public:a")
+        assert alone == Success("1")
+        public, private = await asyncio.gather(cache.get("public:a"), cache.get("private:b"))
+        assert public == Success("1")
+        assert isinstance(private, Failure) and private.error.code is ErrorCode.AUTH
+        assert private.error.key == "private:b"
+    finally:
+        await cache.aclose()

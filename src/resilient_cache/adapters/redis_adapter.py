@@ -249,12 +249,15 @@ class RedisAdapter(KeyCommands):
         *,
         write: bool = False,
         single: bool = False,
+        errors_in_place: bool = False,
     ) -> Any:
         """Send ``commands`` in one round trip and return their replies, or the error.
 
         An error reply to one of several pipelined commands does not stop the others from
         being read (the connection stays in step); the first one becomes the error.
         ``single``: return the one command's reply itself, not a list of one.
+        ``errors_in_place``: an error reply stays in its place in the list (an exception)
+        instead of becoming the call's error.
         """
         conn: Any = None
         sent = fresh = False
@@ -288,7 +291,7 @@ class RedisAdapter(KeyCommands):
                 if expiry is None or not expiry.cut():
                     raise  # the caller's own cancellation (or its deadline's)
                 raise TimeoutError from None  # ours: mapped to TIMEOUT below
-            if first_error is not None:
+            if first_error is not None and not errors_in_place:
                 raise first_error
             return replies[0] if single else replies
         except Exception as exc:  # mapped below; CancelledError is not an Exception
@@ -429,6 +432,20 @@ class RedisAdapter(KeyCommands):
             )
             return replies
         values: list[Any] | CacheError = await self._call("get", None, "MGET", *keys)
+        if isinstance(values, CacheError) and values.code is ErrorCode.AUTH:
+            # NOPERM on one key refuses the whole MGET: ask again key by key, in one round
+            # trip, so that each caller gets its own answer (the refused keys their AUTH)
+            replies = await self._round_trip(
+                "get", None, [("GET", key) for key in keys], errors_in_place=True
+            )
+            if isinstance(replies, CacheError):
+                return replies
+            return [
+                self._error("get", None, reply, maybe_applied=False)
+                if isinstance(reply, Exception)
+                else reply
+                for reply in replies
+            ]
         return values
 
     async def ping(self) -> Result[bool, CacheError]:
