@@ -370,20 +370,21 @@ async def test_an_outbox_of_another_layer_of_the_same_stack_is_accepted(
 
 
 async def test_a_redis_cache_without_a_namespace_never_gets_a_flushing_outbox_by_default() -> None:
+    """@cached and @invalidate work on build_cache()'s default stack (no namespace): the
+    default outbox drops what overflows instead of flushing the shared database; only an
+    explicit on_overflow="flush" is refused there."""
     adapter = RedisAdapter.from_url("redis://127.0.0.1:1/0")  # never connected
     try:
         with pytest.raises(ConfigurationError) as raised:
-            Outbox(adapter, registry=CollectorRegistry())
+            Outbox(adapter, on_overflow="flush", registry=CollectorRegistry())
         assert raised.value.setting == "on_overflow"
         assert "EVERY key of its database" in str(raised.value)
-        with pytest.raises(ConfigurationError, match="namespace"):
-            outbox_for(adapter)
-        with pytest.raises(ConfigurationError) as raised:
-            invalidate(adapter, keys=["k"])
-        assert raised.value.setting == "invalidate"
-        with pytest.raises(ConfigurationError) as raised:
-            cached(ScriptedCache(adapter), key="k", ttl=60)  # seen through the layers
-        assert raised.value.setting == "outbox"
+        async with Outbox(adapter, ping_interval=None, registry=CollectorRegistry()):
+            pass  # the default: "drop"
+        assert outbox_for(adapter).cache is adapter
+        invalidate(adapter, keys=["k"])
+        cached(ScriptedCache(adapter), key="x:{n}", ttl=60)  # seen through the layers
+        await outbox_for(adapter).aclose()
 
         async def flush_it(cache: CacheProtocol) -> Result[None, CacheError]:
             return await cache.flush()
@@ -399,3 +400,22 @@ async def test_a_redis_cache_without_a_namespace_never_gets_a_flushing_outbox_by
         await namespaced.aclose()
     finally:
         await adapter.aclose()
+
+
+async def test_a_dropping_outbox_drops_what_overflows_and_keeps_the_rest() -> None:
+    scripted = ScriptedCache(MemoryCache())
+    registry = CollectorRegistry()
+    scripted.fail_always(ErrorCode.CONNECTION)
+    async with Outbox(
+        scripted, max_pending=2, on_overflow="drop", ping_interval=None, registry=registry
+    ) as outbox:
+        for key in ("a", "b", "c", "d"):
+            await outbox.delete(key)
+        assert (outbox.pending, outbox.overflowed) == (2, False)
+        dropped = registry.get_sample_value(
+            "resilient_cache_invalidations_dropped_total",
+            {"cache": "default", "reason": "overflow"},
+        )
+        assert dropped == 2
+        scripted.heal()
+        assert await outbox.replay() == 2

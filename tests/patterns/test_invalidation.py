@@ -338,7 +338,7 @@ async def test_bad_configurations_fail_at_decoration_time(
         ({"max_pending": 0}, "max_pending"),
         ({"max_pending": True}, "max_pending"),
         ({"ping_interval": 0}, "ping_interval"),
-        ({"on_overflow": "drop"}, "on_overflow"),
+        ({"on_overflow": "wipe"}, "on_overflow"),
     ],
 )
 def test_bad_outbox_options_are_refused(options: dict[str, Any], setting: str) -> None:

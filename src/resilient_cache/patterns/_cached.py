@@ -55,7 +55,7 @@ from resilient_cache.patterns._options import EarlyRefresh, ServeStale
 from resilient_cache.patterns._outbox import Outbox
 from resilient_cache.patterns._serialize import JSON, JsonSerializer, Serializer
 from resilient_cache.patterns._singleflight import Flight, SingleFlight
-from resilient_cache.patterns._stack import backend_of, check_flush_is_scoped
+from resilient_cache.patterns._stack import backend_of
 from resilient_cache.patterns._stale import StaleCopy
 from resilient_cache.patterns.invalidation import outbox_for
 
@@ -409,11 +409,9 @@ def cached(
     ):
         if option is not None and not isinstance(option, kind):
             raise ConfigurationError(setting, f"must be a {kind.__name__} or None")
-    if outbox is None:
-        check_flush_is_scoped(cache, "outbox")
-    elif not isinstance(outbox, Outbox):
+    if outbox is not None and not isinstance(outbox, Outbox):
         raise ConfigurationError("outbox", f"must be an Outbox or None, got {type(outbox)}")
-    elif backend_of(outbox.cache) is not backend_of(cache):
+    if outbox is not None and backend_of(outbox.cache) is not backend_of(cache):
         raise ConfigurationError("outbox", "must be an Outbox of the same cache")
     policy = _Policy(
         ttl=_seconds("ttl", ttl),

@@ -44,7 +44,7 @@ from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 from resilient_cache.patterns import _registry
 from resilient_cache.patterns._outbox_telemetry import OutboxTelemetry
-from resilient_cache.patterns._stack import check_flush_is_scoped, limits_of
+from resilient_cache.patterns._stack import check_flush_is_scoped, flush_is_scoped, limits_of
 
 __all__ = ["MAX_ATTEMPTS", "Invalidation", "Outbox", "OverflowAction"]
 
@@ -111,9 +111,13 @@ class Outbox:
         cache: the cache to invalidate (normally the stack from ``build_cache``; its
             circuit breaker, if any, is found and listened to).
         max_pending: entries kept before the outbox overflows (default 10 000).
-        on_overflow: the wholesale invalidation owed after an overflow: ``"flush"``
-            (``cache.flush()``: the namespace's keys) or an async callable taking the cache
-            and returning a ``Result``.
+        on_overflow: what a full outbox does: ``"flush"`` (owe ``cache.flush()``, the
+            namespace's keys, in place of every entry), an async callable taking the cache
+            and returning a ``Result`` (owed likewise), or ``"drop"`` (drop each further
+            invalidation, counted and logged as ``reason="overflow"``: those entries may be
+            served stale until their TTL). Default: ``"flush"`` when the cache is scoped (a
+            namespace, or a ``MemoryCache``), else ``"drop"``: the default never empties a
+            shared database.
         ping_interval: seconds between health pings while something is owed; ``None``
             relies on the breaker and on later invalidations only.
         sleep: the pause between pings (a test seam).
@@ -125,8 +129,8 @@ class Outbox:
 
     Raises:
         ConfigurationError: a bad ``max_pending``, ``on_overflow`` or ``ping_interval``;
-            ``on_overflow="flush"`` over a Redis adapter without a namespace (it would
-            empty the whole database).
+            an explicit ``on_overflow="flush"`` over a Redis adapter without a namespace
+            (it would empty the whole database).
     """
 
     def __init__(
@@ -134,7 +138,7 @@ class Outbox:
         cache: CacheProtocol,
         *,
         max_pending: int = 10_000,
-        on_overflow: Literal["flush"] | OverflowAction = "flush",
+        on_overflow: Literal["flush", "drop"] | OverflowAction | None = None,
         ping_interval: float | None = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cache_name: str = "default",
@@ -146,18 +150,23 @@ class Outbox:
             raise ConfigurationError("max_pending", f"must be an int >= 1, got {max_pending!r}")
         if ping_interval is not None and not ping_interval > 0:
             raise ConfigurationError("ping_interval", f"must be > 0 or None, got {ping_interval!r}")
-        if on_overflow != "flush" and not callable(on_overflow):
-            raise ConfigurationError("on_overflow", 'must be "flush" or an async callable')
-        if on_overflow == "flush":
+        if on_overflow not in (None, "flush", "drop") and not callable(on_overflow):
+            raise ConfigurationError(
+                "on_overflow", 'must be "flush", "drop", an async callable or None'
+            )
+        if on_overflow is None:
+            on_overflow = "flush" if flush_is_scoped(cache) else "drop"
+        elif on_overflow == "flush":
             check_flush_is_scoped(cache, "on_overflow")
+        self._drops = on_overflow == "drop"
         self._cache = cache
         self._limits = limits_of(cache)
         self._max_pending = max_pending
-        self._on_overflow: OverflowAction = _flush if on_overflow == "flush" else on_overflow
+        self._on_overflow: OverflowAction = on_overflow if callable(on_overflow) else _flush
         self._ping_interval = ping_interval
         self._sleep = sleep
         self._t = OutboxTelemetry(
-            cache_name, "flush" if on_overflow == "flush" else "on_overflow",
+            cache_name, on_overflow if isinstance(on_overflow, str) else "on_overflow",
             registry=registry, logger=logger, log_keys=log_keys,
         )  # fmt: skip
         self._entries: dict[Invalidation, None] = {}  # an ordered set: order kept, no duplicates
@@ -292,6 +301,9 @@ class Outbox:
         if self._overflowed:
             self._covered += 1
         elif entry not in self._entries:
+            if len(self._entries) >= self._max_pending and self._drops:
+                self._t.dropped(entry.operation, entry.target, "overflow", error_type)
+                return
             if len(self._entries) >= self._max_pending:
                 self._overflow(len(self._entries) + 1)
             else:

@@ -22,7 +22,7 @@ from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.validation import DEFAULT_LIMITS, Limits
 from resilient_cache.layers.base import Layer
 
-__all__ = ["backend_of", "check_flush_is_scoped", "limits_of"]
+__all__ = ["backend_of", "check_flush_is_scoped", "flush_is_scoped", "limits_of"]
 
 _UNKNOWN: Final = object()
 
@@ -46,6 +46,13 @@ def _namespace_of(backend: object) -> object:
     return getattr(backend, "namespace", _UNKNOWN)
 
 
+def flush_is_scoped(cache: CacheProtocol) -> bool:
+    """Whether ``cache.flush()`` empties only this cache's own keys: a namespace, a
+    ``MemoryCache``, or a backend that does not say (trusted; the docs warn)."""
+    backend = backend_of(cache)
+    return isinstance(backend, MemoryCache) or _namespace_of(backend) is not None
+
+
 def check_flush_is_scoped(cache: CacheProtocol, setting: str) -> None:
     """Refuse a ``flush()`` overflow action that would empty a whole shared database.
 
@@ -57,9 +64,9 @@ def check_flush_is_scoped(cache: CacheProtocol, setting: str) -> None:
     Raises:
         ConfigurationError: naming ``setting``, with the two ways out.
     """
-    backend = backend_of(cache)
-    if isinstance(backend, MemoryCache) or _namespace_of(backend) is not None:
+    if flush_is_scoped(cache):
         return
+    backend = backend_of(cache)
     raise ConfigurationError(
         setting,
         f"{type(backend).__name__} has no namespace, so the outbox's overflow action "

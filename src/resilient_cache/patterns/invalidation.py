@@ -25,7 +25,6 @@ from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.patterns._keys import KeyTemplate
 from resilient_cache.patterns._outbox import Invalidation, Outbox, OverflowAction
-from resilient_cache.patterns._stack import check_flush_is_scoped
 
 __all__ = ["Outbox", "OverflowAction", "invalidate", "outbox_for"]
 
@@ -43,10 +42,8 @@ def outbox_for(cache: CacheProtocol) -> Outbox:
     at shutdown: ``await outbox_for(cache).aclose()``; the next use after that makes a new
     one (a second lifespan, a test), so a closed outbox is never handed out.
 
-    Raises:
-        ConfigurationError: ``cache`` is a Redis adapter without a namespace, whose
-            ``flush()`` would empty the whole database (build an ``Outbox`` with
-            ``on_overflow=`` instead).
+    Without a namespace on a Redis adapter, its overflow action is ``"drop"``: a
+    ``flush()`` would empty the whole database (see :class:`Outbox`).
     """
     outbox = _DEFAULT_OUTBOXES.get(id(cache))
     if outbox is None or outbox.closed:  # while it lives it holds the cache: the id is safe
@@ -68,7 +65,6 @@ def _resolver(target: CacheProtocol | Outbox) -> Callable[[], Outbox]:
         raise ConfigurationError(
             "invalidate", f"must be given a CacheProtocol or an Outbox, got {type(target)}"
         )
-    check_flush_is_scoped(target, "invalidate")  # its default outbox flushes on overflow
     held: list[Outbox] = []
 
     def current() -> Outbox:
