@@ -124,11 +124,20 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
 def not_sent(exc: BaseException) -> bool:
     """Whether ``exc`` surely struck before the command could leave the client.
 
-    A client-side cluster error (no seed reachable, slot not covered), a full connection
-    pool, or a failure to connect (redis-py says "connecting to"). Anything else, a
-    deadline included, may have happened after the command was written.
+    A client-side cluster error (no seed reachable, slot not covered) that does not wrap
+    the command's own failure, a full connection pool, or a failure to connect (redis-py
+    says "connecting to"). Anything else, a deadline included, may have happened after the
+    command was written.
     """
-    if isinstance(exc, rx.RedisClusterException | rx.MaxConnectionsError):
+    if isinstance(exc, rx.RedisClusterException):
+        # client-side, unless it wraps the command's own failure: after a connection error
+        # redis-py refreshes the topology and, if that reaches no node, raises
+        # RedisClusterUnreachableError from the command's error, sent or not
+        inner = next(
+            (e for e in chain(exc) if isinstance(e, rx.ConnectionError | rx.TimeoutError)), None
+        )
+        return inner is None or not_sent(inner)
+    if isinstance(exc, rx.MaxConnectionsError):
         return True
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError):
         text = str(exc)
