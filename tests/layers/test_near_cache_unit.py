@@ -125,6 +125,22 @@ async def test_bytes_limit() -> None:
     assert len(near) == 2
 
 
+async def test_both_forms_of_a_value_count_against_max_bytes() -> None:
+    """A key read with get and with get_json holds two forms: both are counted, so that
+    max_bytes bounds what is held (900 KB accounted, 1.8 MB held before)."""
+    near, inner, _ = build(max_bytes=1000)
+    value = '"' + "x" * 400 + '"'  # a JSON string: its text and its JSON form
+    await inner.set("k", value)
+    await near.get_json("k")  # the JSON form
+    await near.get("k")  # and the text: both held
+    held = len("k") + len(value) + len(value)  # the get_json form is re-encoded alike
+    assert near.size_bytes == held
+    await inner.set("k2", '"' + "y" * 600 + '"')
+    await near.get_json("k2")
+    await near.get("k2")  # both forms would not fit beside k: something goes
+    assert near.size_bytes <= 1000
+
+
 async def test_max_age() -> None:
     clock = ManualClock()
     near, inner, _ = build(clock=clock, max_age=5)

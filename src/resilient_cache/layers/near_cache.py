@@ -304,15 +304,20 @@ class NearCacheLayer(Layer):
         source = self._source
         if token is None or not self.serving or token != (source.generation, self._flushes):
             return
-        size = len(key.encode()) + len((text or json_text or "").encode())
-        if size > self._max_bytes:
-            return
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
             if old.generation == token[0]:  # keep the other form of the same value
-                text = text if text is not None else old.text
-                json_text = json_text if json_text is not None else old.json_text
+                both = (
+                    text if text is not None else old.text,
+                    json_text if json_text is not None else old.json_text,
+                )
+                if _size(key, *both) <= self._max_bytes:
+                    text, json_text = both
+        size = _size(key, text, json_text)  # every form held counts
+        if size > self._max_bytes:
+            self._gauge()
+            return
         self._entries[key] = _Entry(text, json_text, size, token[0], self._clock())
         self._bytes += size
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
@@ -448,3 +453,8 @@ class NearCacheLayer(Layer):
             for key in names:
                 self._drop(key)
             self._end(names)
+
+
+def _size(key: str, text: str | None, json_text: str | None) -> int:
+    """Bytes an entry holds: its key and every form of its value (UTF-8)."""
+    return len(key.encode()) + len((text or "").encode()) + len((json_text or "").encode())
