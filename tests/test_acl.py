@@ -122,6 +122,49 @@ async def test_the_acl_refuses_what_the_library_never_sends(
     await client.aclose()
 
 
+async def test_select_is_allowed_for_the_caches_database_alone(
+    private_redis: RedisServer, admin: aioredis.Redis
+) -> None:
+    client = aioredis.Redis.from_url(as_user(private_redis))
+    with pytest.raises(rx.NoPermissionError):  # database 0: no SELECT at all
+        await client.execute_command("SELECT", "1")
+    await admin.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}",
+                                *acl_rules("app", db=2).split())  # fmt: skip
+    assert await client.execute_command("SELECT", "2") in (b"OK", "OK", True)
+    with pytest.raises(rx.NoPermissionError):
+        await client.execute_command("SELECT", "3")
+    await client.aclose()
+    on_db2 = RedisAdapter.from_url(as_user(private_redis).replace("/0", "/2"), namespace="app")
+    assert await on_db2.set("k", "v") == Success(None)
+    assert await admin.execute_command("SELECT", "0") in (b"OK", "OK", True)
+    await on_db2.aclose()
+
+
+async def test_what_redis_cannot_confine_is_as_documented(
+    private_redis: RedisServer, admin: aioredis.Redis
+) -> None:
+    """acl.py and docs/security.md say exactly this; if a Redis version confines more, this
+    test fails and the words must change."""
+    await admin.set("other-app:secret-name", "theirs")
+    client = aioredis.Redis.from_url(as_user(private_redis))
+    _, names = await client.scan(0, match="*", count=1000)  # SCAN lists every key name ...
+    assert b"other-app:secret-name" in names
+    with pytest.raises(rx.NoPermissionError):  # ... but the value stays out of reach
+        await client.get("other-app:secret-name")
+    await admin.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}",
+                                *acl_rules("app", scan=False, near_cache=True).split())  # fmt: skip
+    with pytest.raises(rx.NoPermissionError):  # scan=False: not even the names
+        await client.scan(0)
+    # tracking with no prefix, or another application's, is accepted (names leak live)
+    assert await client.execute_command("CLIENT", "TRACKING", "on", "BCAST") in (b"OK", "OK", True)
+    await client.aclose()
+    cache = RedisAdapter.from_url(as_user(private_redis), namespace="app")
+    assert error_of(await cache.flush()).code is ErrorCode.AUTH  # the price of scan=False
+    assert error_of(await cache.delete_pattern("a*")).code is ErrorCode.AUTH
+    assert await cache.set("k", "v") == Success(None)
+    await cache.aclose()
+
+
 async def test_a_script_reaches_no_key_outside_the_namespace(
     private_redis: RedisServer, admin: aioredis.Redis
 ) -> None:
