@@ -143,6 +143,36 @@ async def test_value_larger_than_limit_is_rejected_before_sending(
     assert await cache.exists("a") == Success(False)
 
 
+async def test_a_batch_of_too_many_keys_is_rejected_before_sending(
+    make_cache: CacheFactory,
+) -> None:
+    """A get_many/set_many must fit its deadline and never hold the event loop long: past
+    max_batch_keys it is a VALIDATION failure and nothing is written."""
+    cache = await make_cache(limits=Limits(max_batch_keys=3))
+    assert await cache.set_many({"a": "1", "b": "2", "c": "3"}) == Success(None)
+    assert (await cache.get_many(["a", "b", "c"])).is_success()
+    error = assert_code(await cache.get_many(["d", "e", "f", "g"]), ErrorCode.VALIDATION)
+    assert "max_batch_keys=3" in error.message and error.details["limit"] == 3
+    assert_code(await cache.set_many(dict.fromkeys("wxyz", "v")), ErrorCode.VALIDATION)
+    assert await cache.exists("w") == Success(False)
+
+
+async def test_a_batch_of_too_many_bytes_is_rejected_before_sending(
+    make_cache: CacheFactory,
+) -> None:
+    cache = await make_cache(limits=Limits(max_batch_bytes=4000))
+    assert await cache.set_many({"p": "x" * 900, "q": "y" * 900}) == Success(None)
+    error = assert_code(
+        await cache.set_many({"p": "x" * 2500, "q": "y" * 2500}), ErrorCode.VALIDATION
+    )
+    assert "max_batch_bytes=4000" in error.message and error.details["limit"] == 4000
+    assert await cache.get("p") == Success("x" * 900)  # nothing of it written
+
+
+def test_the_batch_limits_default_to_what_fits_a_deadline() -> None:
+    assert (Limits().max_batch_keys, Limits().max_batch_bytes) == (10_000, 16 * 1024 * 1024)
+
+
 @pytest.mark.parametrize(
     "ttl", [0, -1, True, False, math.nan, math.inf, 1.5, "10", INT64_MAX], ids=repr
 )

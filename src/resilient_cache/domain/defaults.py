@@ -15,6 +15,18 @@ DEADLINE: Final = 0.5
 BULK_DEADLINE: Final = 10.0
 """Bound on ``delete_pattern``/``flush``, which take one round trip per batch, seconds."""
 
+# -- Limits: checked before anything is sent -----------------------------------------------
+MAX_KEY_BYTES: Final = 1024
+"""Longest key, in UTF-8 bytes, namespace excluded."""
+MAX_VALUE_BYTES: Final = 1024 * 1024
+"""Largest value, in UTF-8 bytes (memcached's limit)."""
+MAX_BATCH_KEYS: Final = 10_000
+"""Keys in one ``get_many``/``set_many``: a call must fit its deadline and never hold the
+event loop long (100,000 keys of 1 KiB took 1.1 s and blocked the loop)."""
+MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
+"""Keys and values of one ``set_many`` together, in UTF-8 bytes (200 values of 1 MiB took
+2.2 s to pack and send, the loop blocked throughout)."""
+
 # -- the connection (RedisOptions) ------------------------------------------------------
 CONNECT_TIMEOUT: Final = 0.5
 """Seconds to establish a connection, TLS included."""

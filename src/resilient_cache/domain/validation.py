@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from resilient_cache.domain import defaults
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
@@ -54,16 +55,25 @@ class Limits:
     Redis drops the connection on a request larger than its ``proto-max-bulk-len``, which
     would look like an outage; a cache entry that large is a bug anyway.
 
+    A batch is bounded too, so that a ``get_many``/``set_many`` fits its deadline and never
+    holds the event loop long (packing and decoding a batch are synchronous work): a bigger
+    one is a ``VALIDATION`` failure, nothing sent; split it (``warm()`` batches for you).
+
     Attributes:
         max_key_bytes: longest key, in UTF-8 bytes, namespace excluded (default 1 KiB).
         max_value_bytes: largest value, in UTF-8 bytes (default 1 MiB, memcached's limit).
+        max_batch_keys: keys in one ``get_many``/``set_many`` (default 10,000).
+        max_batch_bytes: keys and values of one ``set_many`` together, in UTF-8 bytes
+            (default 16 MiB).
     """
 
-    max_key_bytes: int = 1024
-    max_value_bytes: int = 1024 * 1024
+    max_key_bytes: int = defaults.MAX_KEY_BYTES
+    max_value_bytes: int = defaults.MAX_VALUE_BYTES
+    max_batch_keys: int = defaults.MAX_BATCH_KEYS
+    max_batch_bytes: int = defaults.MAX_BATCH_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("max_key_bytes", "max_value_bytes"):
+        for name in ("max_key_bytes", "max_value_bytes", "max_batch_keys", "max_batch_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(name, f"must be a positive int, got {value!r}")
@@ -180,6 +190,8 @@ def encode_keys(
     """Check a batch of keys (a list or tuple, not a single str); pair each with its bytes."""
     if isinstance(keys, str | bytes) or not isinstance(keys, list | tuple):
         return invalid(operation, None, f"keys must be a list of str, got {type(keys).__name__}")
+    if len(keys) > limits.max_batch_keys:
+        return _too_many(operation, len(keys), limits)
     encoded: list[tuple[str, bytes]] = []
     for key in keys:
         raw = encode_key(operation, key, limits)
@@ -200,7 +212,10 @@ def encode_mapping(
         return invalid(
             operation, None, f"mapping must be a dict of str to str, got {type(mapping).__name__}"
         )
+    if len(mapping) > limits.max_batch_keys:
+        return _too_many(operation, len(mapping), limits)
     rows: list[tuple[str, bytes, str, bytes]] = []
+    total = 0
     for key, value in mapping.items():
         raw_key = encode_key(operation, key, limits)
         if isinstance(raw_key, CacheError):
@@ -208,8 +223,23 @@ def encode_mapping(
         raw_value = encode_value(operation, key, value, limits)
         if isinstance(raw_value, CacheError):
             return raw_value
+        total += len(raw_key) + len(raw_value)
+        if total > limits.max_batch_bytes:
+            return invalid(
+                operation, None,
+                f"the batch holds more than max_batch_bytes={limits.max_batch_bytes} bytes of "
+                "keys and values: split it", limit=limits.max_batch_bytes,
+            )  # fmt: skip
         rows.append((key, raw_key, value, raw_value))
     return rows
+
+
+def _too_many(operation: str, count: int, limits: Limits) -> CacheError:
+    return invalid(
+        operation, None,
+        f"{count} keys in one call, more than max_batch_keys={limits.max_batch_keys}: split it",
+        limit=limits.max_batch_keys,
+    )  # fmt: skip
 
 
 def dump_json(operation: str, key: str, value: JsonInput) -> str | CacheError:
