@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -570,3 +572,68 @@ async def test_closed_adapter_stops_its_watcher_and_restarts_it_when_used(
     assert len(watchers()) == 1
     await adapter.aclose()
     assert not other_tasks()
+
+
+@contextlib.contextmanager
+def frozen(servers: list[Any]) -> Iterator[None]:
+    """SIGSTOP the processes (they accept connections and never answer), SIGCONT after."""
+    for server in servers:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for server in servers:
+            os.kill(server.proc.pid, signal.SIGCONT)
+
+
+async def test_hung_sentinels_do_not_take_a_healthy_master_down(
+    redis_sentinel: RedisSentinelProcesses,
+) -> None:
+    """Sentinels that hang (not dead: they accept and never answer) while the master is
+    healthy: after a moment of doubt (one READONLY) the connections are bounded by the
+    call's deadline, the known master keeps serving, and trust comes back. Before: each
+    new connection asked the hung sentinels one after another (1.5 s), every call timed
+    out, and callers in lock-step never recovered."""
+    adapter = build(redis_sentinel)
+    stack, _ = stack_of(adapter)
+    master = redis_sentinel.master_address()
+    loop = asyncio.get_running_loop()
+    try:
+        assert await stack.set("k", "v") == Success(None)
+        with frozen(redis_sentinel.sentinel_servers):
+            assert query(master[1], "REPLICAOF", LOOPBACK, str(free_port())) == "OK"
+            assert error_of(await adapter.set("k", "w")).code is ErrorCode.READONLY  # doubt
+            assert query(master[1], "REPLICAOF", "NO", "ONE") == "OK"
+            outcomes: Counter[str] = Counter()
+            slowest = 0.0
+            for _ in range(10):  # 20 callers in lock-step
+                started = loop.time()
+                results = await asyncio.gather(*(stack.get("k") for _ in range(20)))
+                slowest = max(slowest, loop.time() - started)
+                outcomes.update("ok" if r == Success("v") else repr(r)[:80] for r in results)
+        assert slowest < DEADLINE + SLACK
+        assert outcomes == Counter({"ok": 200}), outcomes
+    finally:
+        await adapter.aclose()
+
+
+async def test_an_answer_to_a_question_asked_before_a_doubt_does_not_lift_it(
+    redis_sentinel: RedisSentinelProcesses,
+) -> None:
+    """A lookup under way when a READONLY (or a failed connect) raises a doubt may carry the
+    pre-failover master: it must not mark that master trusted again."""
+    adapter = build(redis_sentinel)
+    try:
+        assert await adapter.set("k", "v") == Success(None)
+        sentinel = adapter._sentinel
+        assert sentinel is not None
+        with frozen(redis_sentinel.sentinel_servers):
+            sentinel.distrust(drop_connections=False)
+            lookup = asyncio.ensure_future(sentinel._locate())  # hung: under way
+            await asyncio.sleep(0.05)
+            sentinel.distrust(drop_connections=False)  # doubt raised meanwhile
+        await lookup  # the sentinels answer now
+        assert sentinel.master == redis_sentinel.master_address()
+        assert not sentinel._trusted  # the next connection asks again
+    finally:
+        await adapter.aclose()

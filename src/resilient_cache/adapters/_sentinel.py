@@ -51,6 +51,12 @@ SWITCH_CHANNEL: Final = "+switch-master"
 POLL_INTERVAL: Final = 1.0
 """Seconds between two questions to the sentinels while calls happen (a missed message)."""
 
+DOUBT_WAIT: Final = 0.05
+"""Longest a new connection waits for the sentinels when a master is known but in doubt;
+then it goes to the known master (hung sentinels must not take a healthy master down)."""
+ANSWER_GRACE: Final = 0.02
+"""After the first healthy answer, how long the other sentinels' answers are awaited: the
+highest ``config-epoch`` wins (a sentinel cut off from its peers names an older master)."""
 _PAUSE_MIN: Final = 0.1  # after the watched sentinel failed, before watching another
 _PAUSE_MAX: Final = 2.0
 _AUTH_ERRORS: Final = (
@@ -94,6 +100,7 @@ class SentinelMaster:
         """Goes up each time the master moves: older connections must reconnect."""
         self._trusted = False  # False: ask the sentinels before the next connection
         self._changes = 0  # news of the master so far (a slower, older answer is ignored)
+        self._doubts = 0  # distrust() calls so far (an answer older than a doubt is no trust)
         self._active = False  # calls happened since the watcher last asked
         self._lookup: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -116,8 +123,11 @@ class SentinelMaster:
                 (``AuthenticationError`` when every sentinel refused the credentials).
         """
         self._watch()
-        if self.master is None or not self._trusted:
-            await self._locate()
+        if self.master is None:
+            await self._locate()  # nothing known: the answer is needed (the caller's deadline
+            # bounds the wait)
+        elif not self._trusted:
+            await self._locate(wait=DOUBT_WAIT)  # else the known master, while they answer
         assert self.master is not None  # _locate raised otherwise
         return self.master, self.epoch
 
@@ -126,6 +136,7 @@ class SentinelMaster:
         next connection asks the sentinels first; ``drop_connections``: every existing
         connection reconnects too."""
         self._trusted = False
+        self._doubts += 1
         if drop_connections:
             self.epoch += 1
 
@@ -143,13 +154,18 @@ class SentinelMaster:
 
     # -- asking the sentinels ----------------------------------------------------------
 
-    async def _locate(self) -> None:
-        """Ask the sentinels, sharing a question already under way."""
+    async def _locate(self, wait: float | None = None) -> None:
+        """Ask the sentinels, sharing a question already under way; ``wait``: give up
+        waiting after this many seconds (the question goes on for the next callers)."""
         task = self._lookup
         if task is None or task.done():
             task = self._lookup = asyncio.get_running_loop().create_task(self._ask())
             task.add_done_callback(_consume)
         try:
+            if wait is not None:
+                await asyncio.wait((task,), timeout=wait)
+                if not task.done():
+                    return
             # shielded: a caller cut by its deadline leaves the question to the others
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -159,7 +175,7 @@ class SentinelMaster:
             raise
 
     async def _ask(self) -> None:
-        changes = self._changes
+        changes, doubts = self._changes, self._doubts
         try:
             found = await self._ask_sentinels()
         except _SentinelsUnreachableError:
@@ -170,48 +186,83 @@ class SentinelMaster:
                 service=self.service_name,
                 master=_show(self.master),
             )
-            return  # keep the last master named; still in doubt, so asked again next time
+            # keep the last master named, trusted again: no answer is no news (the watcher
+            # asks again while calls happen); a doubt raised meanwhile still stands
+            self._trusted = self._doubts == doubts
+            return
         if self._changes == changes:  # else newer news came while we asked
-            self._move(found)
+            # an answer to a question asked before a doubt cannot lift that doubt
+            self._move(found, trust=self._doubts == doubts)
 
     async def _ask_sentinels(self) -> Address:
+        """Ask every sentinel at once; the first healthy answer, or the highest
+        ``config-epoch`` among those that come within :data:`ANSWER_GRACE` of it, wins.
+
+        Each question is bounded by the sentinels' socket timeout, so the whole lookup is
+        too, however many sentinels hang.
+        """
+        loop = asyncio.get_running_loop()
+        asked = {loop.create_task(self._ask_one(client)): client for client in self._clients}
         problems: dict[str, list[str]] = {}  # what went wrong -> where
         refused = unreachable = 0
-        for client in list(self._clients):
-            where = _show(_address_of(client))
-            try:
-                state: dict[str, Any] = await client.sentinel_master(  # type: ignore[assignment]
-                    self.service_name
+        answers: list[tuple[int, Address, Redis]] = []
+        pending: set[asyncio.Task[dict[str, Any]]] = set(asked)
+        until: float | None = None
+        try:
+            while pending:
+                timeout = None if until is None else max(0.0, until - loop.time())
+                done, pending = await asyncio.wait(
+                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
-            except _AUTH_ERRORS as exc:
-                refused += 1
-                problems.setdefault(str(exc), []).append(where)
-                self._to_back(client)
-            except _UNREACHABLE as exc:
-                unreachable += 1
-                problems.setdefault(str(exc) or type(exc).__name__, []).append(where)
-                self._to_back(client)
-            except rx.RedisError as exc:  # "No such master with that name", ...
-                problems.setdefault(str(exc), []).append(where)
-                self._to_back(client)
-            else:
-                if state["is_master"] and not state["is_sdown"] and not state["is_odown"]:
-                    self._to_front(client)
-                    return str(state["ip"]), int(state["port"])
-                down = f"the master {state['ip']}:{state['port']} is down"
-                problems.setdefault(down, []).append(where)
+                if not done:
+                    break  # the grace after the first answer is over
+                for task in done:
+                    client = asked[task]
+                    where = _show(_address_of(client))
+                    exc = task.exception()
+                    if exc is None:
+                        state = task.result()
+                        if state["is_master"] and not state["is_sdown"] and not state["is_odown"]:
+                            epoch = int(state.get("config-epoch") or 0)
+                            answers.append((epoch, (str(state["ip"]), int(state["port"])), client))
+                            until = until or loop.time() + ANSWER_GRACE
+                            continue
+                        down = f"the master {state['ip']}:{state['port']} is down"
+                        problems.setdefault(down, []).append(where)
+                        continue
+                    self._to_back(client)
+                    if isinstance(exc, _AUTH_ERRORS):
+                        refused += 1
+                    elif isinstance(exc, _UNREACHABLE):
+                        unreachable += 1
+                    problems.setdefault(str(exc) or type(exc).__name__, []).append(where)
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if answers:
+            _, address, client = max(answers, key=lambda answer: answer[0])
+            self._to_front(client)
+            return address
         detail = "; ".join(f"{', '.join(where)}: {text}" for text, where in problems.items())
-        if refused == len(self._clients):
+        if refused == len(asked):
             raise rx.AuthenticationError(f"every sentinel refused the credentials: {detail}")
-        if unreachable == len(self._clients):
+        if unreachable == len(asked):
             raise _SentinelsUnreachableError(f"no sentinel answered: {detail}")
         raise MasterNotFoundError(
             f"no sentinel names a healthy master for {self.service_name!r}: {detail}"
         )
 
-    def _move(self, address: Address) -> None:
+    async def _ask_one(self, client: Redis) -> dict[str, Any]:
+        state: dict[str, Any] = await client.sentinel_master(  # type: ignore[assignment]
+            self.service_name
+        )
+        return state
+
+    def _move(self, address: Address, *, trust: bool = True) -> None:
         """The sentinels name ``address`` as the master now."""
-        self._trusted = True
+        self._trusted = trust
         if address == self.master:
             return
         previous, self.master = self.master, address
