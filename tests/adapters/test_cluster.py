@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -774,3 +776,51 @@ def _open_time(transitions: list[tuple[float, BreakerState]], end: float) -> flo
 
 def report(text: str) -> None:
     print(f"\n[cluster failover] {text}")
+
+
+@pytest.fixture
+def one_node_cluster(redis_binary: str) -> Iterator[ClusterNodeServer]:
+    """A cluster of one node that serves every slot (a node to freeze at will)."""
+    node = ClusterNodeServer(
+        redis_binary, free_port(), free_port(), node_timeout_ms=15_000, explicit_bus_port=True
+    )
+    node.start()
+    try:
+        assert query(node.port, "CLUSTER", "ADDSLOTSRANGE", "0", "16383") == "OK"
+        deadline = time.monotonic() + 10
+        while "cluster_state:ok" not in str(query(node.port, "CLUSTER", "INFO")):
+            assert time.monotonic() < deadline, "the one-node cluster never became ok"
+            time.sleep(0.05)
+        yield node
+    finally:
+        node.cleanup()
+
+
+async def test_increments_against_a_frozen_node_are_never_applied_twice(
+    one_node_cluster: ClusterNodeServer,
+) -> None:
+    """While the only node is frozen: the first INCRBY is sent and times out (it may have
+    been applied: maybe_applied, not retried); the next calls fail in the topology refresh,
+    before sending (not applied, retryable). Once the node is back, the counter holds
+    every success, plus at most the increments that said maybe_applied: never more."""
+    node = one_node_cluster
+    assert node.proc is not None
+    adapter = RedisClusterAdapter.from_nodes([f"{LOOPBACK}:{node.port}"], socket_timeout=0.1)
+    stack = RetryLayer(adapter)
+    try:
+        assert await stack.increment("n") == Success(1)
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        try:
+            errors = [error_of(await stack.increment("n")) for _ in range(4)]
+            await asyncio.sleep(0.3)  # past the refresh interval: the next one refreshes
+            errors.append(error_of(await adapter.increment("n")))  # one attempt, no retry
+        finally:
+            os.kill(node.proc.pid, signal.SIGCONT)
+        assert errors[0].maybe_applied and not errors[0].retryable  # sent, then lost
+        refreshed = errors[-1]  # failed in the refresh, before sending
+        assert not refreshed.maybe_applied and refreshed.retryable, refreshed
+        maybe = sum(error.maybe_applied for error in errors)
+        await asyncio.sleep(0.05)
+        assert 1 <= int(query(node.port, "GET", "n")) <= 1 + maybe
+    finally:
+        await adapter.aclose()

@@ -250,10 +250,12 @@ class RedisClusterAdapter(KeyCommands):
         """Run ``work`` (redis-py calls) within the call's bound; its result or the error."""
         loop = asyncio.get_running_loop()
         _, _, expiry = self._deadline(loop)
+        sent = False  # the topology refresh comes first: a failure there sent nothing
         try:
             try:
                 if self._stale:
                     await self._refresh(loop.time())
+                sent = True
                 return await work()
             except asyncio.CancelledError:
                 if expiry is None or not expiry.cut():
@@ -262,7 +264,7 @@ class RedisClusterAdapter(KeyCommands):
                     raise  # the caller's own cancellation (or its deadline's)
                 raise TimeoutError from None  # ours: mapped to TIMEOUT below
         except Exception as exc:  # mapped below; CancelledError is not an Exception
-            return self._error(operation, key, exc, write=write)
+            return self._error(operation, key, exc, write=write and sent)
         finally:
             if expiry is not None:
                 expiry.finish()
