@@ -285,6 +285,43 @@ async def test_a_write_back_landing_after_the_invalidations_delete_is_deleted_ag
         await outbox_for(cache).aclose()
 
 
+class WritesButSaysNot(SlowSet):
+    """A SET that lands but reports a CONNECTION failure 'not applied' (a backend whose
+    maybe_applied cannot be trusted, like the cluster's was after a failed refresh)."""
+
+    async def _around(
+        self, operation: str, key: str | None, call: Call[T]
+    ) -> Result[T, CacheError]:
+        result = await super()._around(operation, key, call)
+        if operation == "set":
+            error = CacheError.of(ErrorCode.CONNECTION, "lost", operation="set", key=key)
+            return Failure(error)
+        return result
+
+
+async def test_a_write_back_that_failed_after_an_invalidation_is_deleted_again_anyway() -> None:
+    """Deleting once more is cheap; a stale value served until its TTL is not: only a write
+    surely refused before sending (the request's own fault) is trusted not to have landed."""
+    memory = MemoryCache()
+    cache = WritesButSaysNot(memory)
+    rows = {1: "old"}
+
+    @cached(cache, key="user:{user_id}", ttl=3600)
+    async def get_user(user_id: int) -> str:
+        return rows[user_id]
+
+    try:
+        assert await get_user(1) == "old"
+        await cache.waiting.wait()
+        rows[1] = "new"
+        assert await get_user.invalidate(1) == Success(False)
+        cache.gate.set()  # the old value lands, and says it did not
+        await get_user.drain()
+        assert await memory.get("user:1") == Success(None)  # deleted again all the same
+    finally:
+        await outbox_for(cache).aclose()
+
+
 # -- CachedFunction.invalidate goes through an outbox ---------------------------------------
 
 

@@ -339,7 +339,9 @@ class CachedFunction(Generic[P, R]):
             return
         result = await self._cache.set(key, encode_entry(entry), loaded.ttl)
         if flight.forgotten:
-            if isinstance(result, Success) or result.error.maybe_applied:
+            # delete again unless the write was surely refused before it could be sent: a
+            # maybe_applied=False from a backend that cannot tell would leave a stale value
+            if isinstance(result, Success) or not result.error.code.policy.caller_error:
                 await self._outbox()._delete(key, forget=False)
             return
         if self._stale is not None:
