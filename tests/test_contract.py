@@ -170,7 +170,7 @@ async def test_a_batch_of_too_many_bytes_is_rejected_before_sending(
 
 
 def test_the_batch_limits_default_to_what_fits_a_deadline() -> None:
-    assert (Limits().max_batch_keys, Limits().max_batch_bytes) == (10_000, 16 * 1024 * 1024)
+    assert (Limits().max_batch_keys, Limits().max_batch_bytes) == (10_000, 10 * 1024 * 1024)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ MAX_VALUE_BYTES: Final = 1024 * 1024
 MAX_BATCH_KEYS: Final = 10_000
 """Keys in one ``get_many``/``set_many``: a call must fit its deadline and never hold the
 event loop long (100,000 keys of 1 KiB took 1.1 s and blocked the loop)."""
-MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
+MAX_BATCH_BYTES: Final = 10 * 1024 * 1024
 """Keys and values of one ``set_many`` together, in UTF-8 bytes (200 values of 1 MiB took
 2.2 s to pack and send, the loop blocked throughout)."""
 

@@ -64,7 +64,7 @@ class Limits:
         max_value_bytes: largest value, in UTF-8 bytes (default 1 MiB, memcached's limit).
         max_batch_keys: keys in one ``get_many``/``set_many`` (default 10,000).
         max_batch_bytes: keys and values of one ``set_many`` together, in UTF-8 bytes
-            (default 16 MiB).
+            (default 10 MiB).
     """
 
     max_key_bytes: int = defaults.MAX_KEY_BYTES
