@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
+from resilient_cache import ErrorCode, Failure, Limits, RedisAdapter, Success
 from tests.adapters.test_redis_adapter import block_server
 from tests.servers import RedisServer
 
@@ -148,3 +148,25 @@ async def test_a_key_the_acl_refuses_fails_only_its_own_caller(
         assert private.error.key == "private:b"
     finally:
         await cache.aclose()
+
+
+async def test_coalesced_batches_keep_to_max_batch_keys(private_redis: RedisServer) -> None:
+    """Many callers at once make MGETs of at most max_batch_keys keys, each caller still
+    getting its own value (a batch must fit its deadline and never hold the loop long)."""
+    for i in range(10):
+        assert private_redis.command("SET", f"k{i}", f"v{i}") == "+OK"
+    assert private_redis.command("CONFIG", "SET", "slowlog-log-slower-than", "0") == "+OK"
+    assert private_redis.command("SLOWLOG", "RESET") == "+OK"
+    cache = RedisAdapter.from_url(
+        private_redis.url, coalesce_reads=True, limits=Limits(max_batch_keys=3)
+    )
+    try:
+        results = await asyncio.gather(*(cache.get(f"k{i}") for i in range(10)))
+        assert results == [Success(f"v{i}") for i in range(10)]
+    finally:
+        await cache.aclose()
+    client = aioredis.Redis.from_url(private_redis.url)
+    entries = await client.slowlog_get(128)
+    await client.aclose()
+    sizes = [len(e["command"].split()) - 1 for e in entries if e["command"].startswith(b"MGET")]
+    assert sizes and max(sizes) <= 3, sizes

@@ -431,6 +431,15 @@ class RedisAdapter(KeyCommands):
                 "get", None, [("GET", keys[0])]
             )
             return replies
+        size = self._limits.max_batch_keys
+        if len(keys) > size:  # so many callers at once: MGETs of max_batch_keys, in turn
+            replies = []
+            for start in range(0, len(keys), size):
+                chunk = await self._fetch_many(keys[start : start + size])
+                if isinstance(chunk, CacheError):
+                    return chunk
+                replies += chunk
+            return replies
         values: list[Any] | CacheError = await self._call("get", None, "MGET", *keys)
         if isinstance(values, CacheError) and values.code is ErrorCode.AUTH:
             # NOPERM on one key refuses the whole MGET: ask again key by key, in one round
