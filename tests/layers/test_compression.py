@@ -415,3 +415,14 @@ def test_the_library_imports_and_compresses_without_zstandard() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "zlib"
+
+
+async def test_the_batch_limits_are_the_inner_caches_not_the_layers() -> None:
+    """The limit applies to what is sent: the layer itself refuses no batch size."""
+    from resilient_cache import Limits  # noqa: PLC0415
+
+    inner = MemoryCache(limits=Limits(max_batch_keys=20_000, max_batch_bytes=64 * 1024 * 1024))
+    layer = CompressionLayer(inner, threshold=0, algorithm="zlib")
+    mapping = {f"k{i}": "x" * 2000 for i in range(12_000)}  # 24 MB of plain text
+    assert await layer.set_many(mapping) == Success(None)
+    assert (await layer.get_many(list(mapping))).is_success()

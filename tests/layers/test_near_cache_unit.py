@@ -325,3 +325,17 @@ async def test_closing_is_not_counted_as_a_channel_loss() -> None:
     await near.aclose()
     assert len(near) == 0
     assert sample(registry, "resilient_cache_near_cache_flushes_total", reason="channel_lost") == 0
+
+
+async def test_a_get_many_above_the_backends_batch_limit_is_refused_like_the_backend() -> None:
+    """Held keys are served locally, but a batch the backend would refuse is refused all
+    the same (a call must not depend on what happens to be held)."""
+    from resilient_cache import ErrorCode, Failure, Limits  # noqa: PLC0415
+
+    inner = MemoryCache(limits=Limits(max_batch_keys=3))
+    near = NearCacheLayer(inner, ManualInvalidations())
+    await inner.set_many({"a": "1", "b": "2", "c": "3"})
+    assert (await near.get_many(["a", "b", "c"])).is_success()  # now held
+    result = await near.get_many(["a", "b", "c", "a"])
+    assert isinstance(result, Failure) and result.error.code is ErrorCode.VALIDATION
+    await near.aclose()

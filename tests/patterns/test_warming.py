@@ -23,6 +23,7 @@ from resilient_cache import (
     CircuitBreakerLayer,
     ErrorCode,
     Layer,
+    Limits,
     MemoryCache,
     Result,
     Success,
@@ -213,6 +214,17 @@ async def test_a_key_repeated_in_a_batch_keeps_its_last_value_whatever_the_ttl()
     assert report.written == 2
     assert await cache.get("k") == Success("last")
     assert await cache.ttl("k") == Success(20)
+
+
+async def test_batches_keep_to_the_caches_batch_limits() -> None:
+    """warm() splits what set_many would refuse: never more than max_batch_keys items or
+    max_batch_bytes of keys and values in one call, and nothing written one by one."""
+    cache = ScriptedCache(MemoryCache(limits=Limits(max_batch_keys=50, max_batch_bytes=5000)))
+    source: list[WarmItem] = [(f"k{i}", "v" * 400) for i in range(100)]
+    report = await warm(cache, source, batch_size=500)
+    assert (report.written, report.failed, report.skipped) == (100, 0, 0)
+    assert cache.calls.count("set") == 0  # no batch was refused and retried item by item
+    assert report.batches == cache.calls.count("set_many") >= 100 * 405 // 5000
 
 
 async def test_an_async_source_is_consumed_and_closed() -> None:

@@ -393,6 +393,7 @@ class RedisAdapter(KeyCommands):
                 return False
             # unread data or EOF: a restart, an idle timeout or a kill on the server side
             await conn.disconnect()
+        self._spoilt.discard(conn)  # a fresh connection, whatever the old one saw
         await conn.connect()
         return True
 

@@ -29,8 +29,11 @@ from resilient_cache.layers.base import Layer
 
 T = TypeVar("T")
 
-UNBOUNDED: Final = Limits(max_key_bytes=2**62, max_value_bytes=2**62)
-"""Type and encoding checks only: the sizes are the inner cache's business."""
+UNBOUNDED: Final = Limits(
+    max_key_bytes=2**62, max_value_bytes=2**62, max_batch_keys=2**62, max_batch_bytes=2**62
+)
+"""Type and encoding checks only: the sizes, of a value and of a batch, are the inner
+cache's business (it sees what is sent)."""
 
 
 def told_as(operation: str, result: Result[T, CacheError]) -> Result[T, CacheError]:

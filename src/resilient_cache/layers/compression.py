@@ -162,7 +162,10 @@ class CompressionLayer(ValueCodecLayer):
         self._algorithm: Literal["zstd", "zlib"] = algorithm
         self._level = level
         self._max = max_value_bytes
-        self.value_limits = Limits(max_key_bytes=2**62, max_value_bytes=max_value_bytes)
+        self.value_limits = Limits(
+            max_key_bytes=2**62, max_value_bytes=max_value_bytes,
+            max_batch_keys=2**62, max_batch_bytes=2**62,
+        )  # fmt: skip
         self._zstd: zstandard.ZstdCompressor | None = None
         self._unzstd: zstandard.ZstdDecompressor | None = None
         if zstd:

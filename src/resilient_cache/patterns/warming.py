@@ -31,8 +31,10 @@ from typing import Final, Literal, TypeAlias
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure
+from resilient_cache.domain.validation import Limits
 from resilient_cache.layers.base import Layer
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
+from resilient_cache.patterns._stack import limits_of
 
 __all__ = ["StopReason", "WarmItem", "WarmProgress", "WarmReport", "warm"]
 
@@ -149,6 +151,7 @@ async def warm(
     _check(batch_size=batch_size, concurrency=concurrency, max_failures=max_failures,
            budget=budget)  # fmt: skip
     tally = _Tally(clock)
+    limits = limits_of(cache)  # each batch keeps to the cache's batch limits
     breaker = cache.find(CircuitBreakerLayer) if isinstance(cache, Layer) else None
     source = _aiter(items)
     pending: set[asyncio.Task[None]] = set()
@@ -188,7 +191,9 @@ async def warm(
                 if len(pending) >= concurrency or exhausted:
                     await settle_one()
                     continue
-                batch, exhausted = await _fill(source, batch_size, ttl, encode, tally)
+                batch, exhausted = await _fill(
+                    source, batch_size, ttl, encode, tally, limits=limits
+                )
                 if batch:
                     pending.add(asyncio.create_task(write(batch)))
     except TimeoutError:
@@ -233,11 +238,20 @@ async def _fill(
     ttl: int | None,
     encode: Callable[[object], str] | None,
     tally: _Tally,
+    *,
+    limits: Limits,
 ) -> tuple[Batch, bool]:
-    """The next batch, and whether the source is exhausted."""
+    """The next batch, and whether the source is exhausted.
+
+    A batch keeps to the cache's batch limits: at most ``max_batch_keys`` items, and it
+    closes once one more item of the largest size allowed could take it past
+    ``max_batch_bytes``.
+    """
     batch: Batch = {}
-    count = 0
-    while count < size:
+    count = held = 0
+    size = min(size, limits.max_batch_keys)
+    room = limits.max_batch_bytes - (limits.max_key_bytes + limits.max_value_bytes)
+    while count < size and (count == 0 or held <= room):
         try:
             item = await anext(source)
         except StopAsyncIteration:
@@ -257,6 +271,7 @@ async def _fill(
                 mapping.pop(key, None)
         batch.setdefault(group, {})[key] = text
         count += 1
+        held += len(key.encode(errors="replace")) + len(text.encode(errors="replace"))
     return batch, False
 
 
