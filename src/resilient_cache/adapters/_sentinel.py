@@ -142,11 +142,12 @@ class SentinelMaster:
 
     async def aclose(self) -> None:
         """Stop watching and close the connections to the sentinels (reusable after)."""
-        tasks = [task for task in (self._watcher, self._lookup) if task is not None]
+        tasks = {task for task in (self._watcher, self._lookup) if task is not None}
         self._watcher = self._lookup = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:  # a cancellation can be lost in a client's own timeout: cancel again
+            for task in tasks:
+                task.cancel()
+            _, tasks = await asyncio.wait(tasks, timeout=0.1)
         self._trusted = False
         for client in self._clients:
             with contextlib.suppress(rx.RedisError, OSError):  # nothing left to save
@@ -297,14 +298,16 @@ class SentinelMaster:
     async def _follow(self) -> None:
         """Listen to the first sentinel's ``+switch-master``; another one when it fails."""
         pause = _PAUSE_MIN
-        while True:
+        me = asyncio.current_task()
+        while self._watcher is me:  # else aclose() ended it (or a newer watcher took over)
             client = self._clients[0]
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(SWITCH_CHANNEL)
                 await self._refresh()  # a switch before we listened
                 pause = _PAUSE_MIN
-                while self._clients[0] is client:  # else a lookup found it failing
+                while self._clients[0] is client and self._watcher is me:  # else a lookup
+                    # found it failing, or aclose() ended the watch
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=POLL_INTERVAL
                     )
