@@ -162,13 +162,20 @@ def test_a_configuration_error_exits_2_naming_the_variable() -> None:
 def test_a_stopped_demo_leaves_no_process_behind(
     tmp_path: Path, redis_binary: str, toxiproxy_binary: str, signum: int, exit_code: int
 ) -> None:
-    def count(name: str) -> int:
+    def children(pid: int) -> dict[int, str]:
+        """The processes ``pid`` started, by PID (not the machine's: other suites run too)."""
         found = subprocess.run(
-            ["pgrep", "-c", "-x", name], capture_output=True, text=True, check=False
+            ["pgrep", "-l", "-P", str(pid)], capture_output=True, text=True, check=False
         )
-        return int(found.stdout.strip() or 0)
+        return {int(line.split()[0]): line.split()[1] for line in found.stdout.splitlines()}
 
-    before = count("redis-server"), count("toxiproxy-serve")
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     port = free_port()
     demo = subprocess.Popen(
         [sys.executable, "-m", "resilient_cache", "demo", "--duration", "60",
@@ -186,10 +193,11 @@ def test_a_stopped_demo_leaves_no_process_behind(
         except OSError:
             assert time.monotonic() < deadline, "the demo never served /metrics"
             time.sleep(0.2)
-    assert (count("redis-server"), count("toxiproxy-serve")) == (before[0] + 1, before[1] + 1)
+    started = children(demo.pid)
+    assert sorted(started.values()) == ["redis-server", "toxiproxy-serve"], started
     demo.send_signal(signum)
     assert demo.wait(timeout=30) == exit_code
-    assert (count("redis-server"), count("toxiproxy-serve")) == before
+    assert [pid for pid in started if alive(pid)] == []  # stopped, not orphaned
 
 
 def _jsonl(path: Path, lines: list[str]) -> Path:
