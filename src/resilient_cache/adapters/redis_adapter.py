@@ -377,7 +377,7 @@ class RedisAdapter(KeyCommands):
         Returns whether it was (re)connected now.
         """
         if conn.is_connected:
-            if conn in self._spoilt or (
+            if (self._spoilt and conn in self._spoilt) or (  # an empty set costs no lookup
                 self._sentinel is not None and self._sentinel.outdated(conn)
             ):
                 self._spoilt.discard(conn)
