@@ -27,6 +27,7 @@ from resilient_cache import (
     Success,
 )
 from resilient_cache.adapters import redis_options
+from resilient_cache.adapters._tls import TlsProbe
 from resilient_cache.testing.toxiproxy import Toxiproxy
 from tests.servers import LOOPBACK, RedisServer, free_port, require_binary
 
@@ -164,6 +165,18 @@ async def test_plaintext_to_the_tls_port_is_a_tls_failure(tls_server: TlsServer)
     error = await failure_within_deadline(RedisAdapter.from_url(url))
     assert error.code is ErrorCode.TLS, error
     assert "rediss://" in error.message
+
+
+async def test_a_tls_verdict_is_remembered_for_the_calls_after_it(tls_server: TlsServer) -> None:
+    """A call with no time left to wait or to probe still gets the verdict an earlier probe
+    of the same port found (a verdict that arrives late serves the next calls)."""
+    probe = TlsProbe(LOOPBACK, tls_server.tls_port, tls=False, client_certificate=False)
+    verdict = "TLS: the server speaks TLS on this port (use rediss://)"
+    assert await probe.explain(0.5) == verdict  # probed within the call's wait
+    assert await probe.explain(0.0) == verdict  # no time at all: the remembered verdict
+    plain = TlsProbe(LOOPBACK, tls_server.server.port, tls=False, client_certificate=False)
+    assert await plain.explain(0.5) is None  # a plaintext port: nothing to say
+    assert await plain.explain(0.0) is None
 
 
 @pytest.mark.slow

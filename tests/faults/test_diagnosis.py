@@ -107,15 +107,6 @@ async def test_a_probe_never_outlives_the_call_that_started_it(silent_port: Sile
     assert task.result() is None
 
 
-async def test_a_probe_of_a_tls_port_is_remembered_for_the_calls_after_it(
-    silent_port: SilentPort,
-) -> None:
-    """A verdict that arrives after a call gave up waiting serves the next call."""
-    probe = TlsProbe(LOOPBACK, silent_port.port, tls=False, client_certificate=False)
-    probe._verdict = "TLS: the server speaks TLS on this port (use rediss://)"
-    assert await probe.explain(0.0) == probe._verdict  # no time to wait: the known verdict
-
-
 async def test_a_probe_does_not_block_the_event_loop(silent_port: SilentPort) -> None:
     """No certificate store is loaded on the loop (85-100 ms per load on some machines)."""
     probe = TlsProbe(LOOPBACK, silent_port.port, tls=True, client_certificate=False)
