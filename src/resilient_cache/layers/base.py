@@ -28,11 +28,12 @@ from resilient_cache.domain.scripts import (
     ScriptReply,
     ScriptRunner,
 )
+from resilient_cache.domain.validation import DEFAULT_LIMITS, Limits
 
 T = TypeVar("T")
 K = TypeVar("K")
 
-__all__ = ["Call", "Layer", "call_deadline", "deadline_expired"]
+__all__ = ["Call", "Layer", "backend_of", "call_deadline", "deadline_expired", "limits_of"]
 
 _log = logging.getLogger("resilient_cache")
 
@@ -194,3 +195,17 @@ async def _cannot_run_scripts(inner: object, key: str | None) -> Result[ScriptRe
             key=key,
         )
     )
+
+
+def backend_of(cache: CacheProtocol) -> CacheProtocol:
+    """The innermost cache of ``cache``'s stack (``cache`` itself when it is no layer)."""
+    node = cache
+    while isinstance(node, Layer):
+        node = node.inner
+    return node
+
+
+def limits_of(cache: CacheProtocol) -> Limits:
+    """The size limits ``cache``'s backend checks (the defaults when it does not say)."""
+    limits = getattr(backend_of(cache), "limits", None)
+    return limits if isinstance(limits, Limits) else DEFAULT_LIMITS

@@ -44,8 +44,8 @@ from resilient_cache.domain.near_cache import InvalidationSource, ManualInvalida
 from resilient_cache.domain.protocol import CacheProtocol, JsonValue
 from resilient_cache.domain.result import Result, Success
 from resilient_cache.domain.scripts import CacheScript, ScriptArg, ScriptReply
-from resilient_cache.domain.validation import DEFAULT_LIMITS, Limits, load_json
-from resilient_cache.layers.base import Call, Layer
+from resilient_cache.domain.validation import load_json
+from resilient_cache.layers.base import Call, Layer, limits_of
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 from resilient_cache.layers.metrics import PerRegistry
 
@@ -151,11 +151,8 @@ class NearCacheLayer(Layer):
         self._source = invalidations
         self._max_entries = int(max_entries)
         self._max_bytes = int(max_bytes)
-        backend: object = inner
-        while isinstance(backend, Layer):
-            backend = backend.inner
-        limits = getattr(backend, "limits", None)  # a bigger get_many is the backend's to refuse
-        self._batch_keys = (limits if isinstance(limits, Limits) else DEFAULT_LIMITS).max_batch_keys
+        # a bigger get_many is the backend's to refuse
+        self._batch_keys = limits_of(inner).max_batch_keys
         self._max_age = float(max_age)
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()

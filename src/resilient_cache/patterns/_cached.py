@@ -47,6 +47,7 @@ from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorC
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.validation import MAX_TTL_SECONDS, check_seconds
+from resilient_cache.layers.base import backend_of
 from resilient_cache.layers.metrics import outcome_of
 from resilient_cache.patterns import _registry
 from resilient_cache.patterns._entry import Entry, decode_entry, encode_entry
@@ -55,7 +56,6 @@ from resilient_cache.patterns._options import EarlyRefresh, ServeStale
 from resilient_cache.patterns._outbox import Outbox
 from resilient_cache.patterns._serialize import JSON, JsonSerializer, Serializer
 from resilient_cache.patterns._singleflight import Flight, SingleFlight
-from resilient_cache.patterns._stack import backend_of
 from resilient_cache.patterns._stale import StaleCopy
 from resilient_cache.patterns.invalidation import outbox_for
 

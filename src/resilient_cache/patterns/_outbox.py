@@ -40,11 +40,11 @@ from resilient_cache.domain.errors import CacheError, ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.validation import Limits, check_pattern, encode_key
-from resilient_cache.layers.base import Layer
+from resilient_cache.layers.base import Layer, limits_of
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
 from resilient_cache.patterns import _registry
 from resilient_cache.patterns._outbox_telemetry import OutboxTelemetry
-from resilient_cache.patterns._stack import check_flush_is_scoped, flush_is_scoped, limits_of
+from resilient_cache.patterns._stack import check_flush_is_scoped, flush_is_scoped
 
 __all__ = ["MAX_ATTEMPTS", "Invalidation", "Outbox", "OverflowAction"]
 

@@ -3,7 +3,7 @@
 ``@cached`` keeps state beside the cache: computations in flight (whose write-back must not
 land after an invalidation) and the stale copy (which must not serve an invalidated value).
 Deleting in Redis reaches neither. So every ``@cached`` function registers here under its
-cache's backend (``_stack.backend_of``: every layer of one stack shares it), and the outbox,
+cache's backend (``layers.base.backend_of``: every layer of one stack shares it), and the outbox,
 through which ``@invalidate`` and ``CachedFunction.invalidate`` delete, tells each function
 of that backend what was invalidated: a key, a Redis glob pattern, or everything (the
 wholesale action after an overflow).
@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary, WeakSet
 
 from resilient_cache.domain.glob import glob_match
 from resilient_cache.domain.protocol import CacheProtocol
-from resilient_cache.patterns._stack import backend_of
+from resilient_cache.layers.base import backend_of
 
 __all__ = ["Forgetful", "forget_all", "forget_key", "forget_pattern", "matcher", "register"]
 

@@ -19,26 +19,11 @@ from typing import Final
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.protocol import CacheProtocol
-from resilient_cache.domain.validation import DEFAULT_LIMITS, Limits
-from resilient_cache.layers.base import Layer
+from resilient_cache.layers.base import backend_of
 
-__all__ = ["backend_of", "check_flush_is_scoped", "flush_is_scoped", "limits_of"]
+__all__ = ["check_flush_is_scoped", "flush_is_scoped"]
 
 _UNKNOWN: Final = object()
-
-
-def backend_of(cache: CacheProtocol) -> CacheProtocol:
-    """The innermost cache of ``cache``'s stack (``cache`` itself when it is no layer)."""
-    node = cache
-    while isinstance(node, Layer):
-        node = node.inner
-    return node
-
-
-def limits_of(cache: CacheProtocol) -> Limits:
-    """The size limits ``cache``'s backend checks (the defaults when it does not say)."""
-    limits = getattr(backend_of(cache), "limits", None)
-    return limits if isinstance(limits, Limits) else DEFAULT_LIMITS
 
 
 def _namespace_of(backend: object) -> object:

@@ -32,9 +32,8 @@ from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure
 from resilient_cache.domain.validation import Limits
-from resilient_cache.layers.base import Layer
+from resilient_cache.layers.base import Layer, limits_of
 from resilient_cache.layers.circuit_breaker import BreakerState, CircuitBreakerLayer
-from resilient_cache.patterns._stack import limits_of
 
 __all__ = ["StopReason", "WarmItem", "WarmProgress", "WarmReport", "warm"]
 
