@@ -38,7 +38,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 FLOORS_TESTS := tests/test_contract.py tests/faults tests/test_docs.py tests/patterns
 
 .PHONY: help venv deps test lint typecheck format demo bench lock test-floors test-latest \
-	test-stress clean
+	test-stress torture clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) \
@@ -118,6 +118,10 @@ test-latest: deps | $(UV) ## make test on the newest release of every dependency
 	.venv-latest/bin/ruff check src tests examples grafana scripts
 	.venv-latest/bin/mypy
 	.venv-latest/bin/pytest -p no:cacheprovider
+
+torture: $(STAMP) deps ## Generative fault campaign: MINUTES=1 SEED=random TOPOLOGIES= SHAPES=
+	$(PY) -m tests.torture --minutes $(or $(MINUTES),1) $(if $(SEED),--seed $(SEED)) \
+		$(if $(TOPOLOGIES),--topologies $(TOPOLOGIES)) $(if $(SHAPES),--shapes $(SHAPES))
 
 test-stress: $(STAMP) deps ## The whole suite three times while a busy loop holds one core
 	scripts/stress.sh $(BIN)/pytest

@@ -14,15 +14,31 @@ import pytest
 
 from resilient_cache.testing import LOOPBACK, RedisServer, free_port
 
-__all__ = ["LOOPBACK", "RedisServer", "free_port", "require_binary"]
+__all__ = [
+    "LOOPBACK", "RedisServer", "find_binary", "free_port", "require_binary", "require_binary_path",
+]  # fmt: skip
 
 
-def require_binary(name: str, env_var: str) -> str:
-    """Return the path of a server binary, or skip (fail under ``CI=true``) without it."""
+def find_binary(name: str, env_var: str) -> str | None:
+    """The path of a server binary: ``$env_var``, then ``PATH``, then ``.tools/bin``."""
     path = os.environ.get(env_var) or shutil.which(name)
     if path is None:
         tools = Path(__file__).resolve().parent.parent / ".tools" / "bin" / name
         path = str(tools) if tools.exists() else None
+    return path
+
+
+def require_binary_path(name: str, env_var: str) -> str:
+    """:func:`find_binary`, or a ``RuntimeError`` that says how to get it (outside pytest)."""
+    path = find_binary(name, env_var)
+    if path is None:
+        raise RuntimeError(f"{name} not found (set {env_var} or run `make deps`)")
+    return path
+
+
+def require_binary(name: str, env_var: str) -> str:
+    """Return the path of a server binary, or skip (fail under ``CI=true``) without it."""
+    path = find_binary(name, env_var)
     if path is None:
         message = f"{name} not found (set {env_var} or run `make test` to install it)"
         if os.environ.get("CI", "").lower() == "true":

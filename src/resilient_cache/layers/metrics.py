@@ -220,7 +220,8 @@ class MetricsLayer(Layer):
     async def get_many(self, keys: list[str]) -> Result[dict[str, str | None], CacheError]:
         """See :meth:`CacheProtocol.get_many`; each key counts as one lookup."""
         result = await super().get_many(keys)
-        if isinstance(keys, list | tuple):
+        refused = isinstance(result, Failure) and result.error.code.policy.caller_error
+        if isinstance(keys, list | tuple) and not refused:  # a refused batch is no lookup
             distinct = {key for key in keys if isinstance(key, str)}  # bad input never raises
             self._count_lookups(result, len(distinct))
         return result

@@ -1,0 +1,47 @@
+"""A batch longer than the backend takes is refused before any layer works on its keys.
+
+The campaign (tests/torture) found it: a ``get_many`` of 100,000 keys held the event loop
+57 ms in the compression layer (30 ms with encryption; 6 ms in the metrics layer) before the
+backend refused it; a concurrent call overran its deadline by that much.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from resilient_cache import CompressionLayer, ErrorCode, Failure, MemoryCache, MetricsLayer
+from resilient_cache.domain.validation import Limits
+
+LIMITS = Limits(max_batch_keys=3)
+TOO_MANY: list[Any] = ["a", "b", "c", 42]  # one key of the wrong type, past the limit
+
+
+def layers() -> list[Any]:
+    return [
+        CompressionLayer(MemoryCache(limits=LIMITS)),
+        MetricsLayer(MemoryCache(limits=LIMITS), cache_name="t", registry=CollectorRegistry()),
+    ]
+
+
+@pytest.mark.parametrize("layer", layers(), ids=lambda layer: type(layer).__name__)
+async def test_a_batch_past_the_limit_is_refused_for_its_size_not_for_a_key(layer: Any) -> None:
+    """Before: the layer checked every key first and answered about the bad one."""
+    result = await layer.get_many(TOO_MANY)
+    assert isinstance(result, Failure)
+    assert result.error.code is ErrorCode.VALIDATION
+    assert "max_batch_keys" in result.error.message, result.error.message
+    mapping = dict.fromkeys(("a", "b", "c", "d"), "v")
+    written = await layer.set_many(mapping)
+    assert isinstance(written, Failure) and "max_batch_keys" in written.error.message
+    assert (await layer.get("a")).unwrap() is None  # nothing of it written
+
+
+async def test_the_metrics_layer_counts_no_lookup_for_a_refused_batch() -> None:
+    registry = CollectorRegistry()
+    layer = MetricsLayer(MemoryCache(limits=LIMITS), cache_name="t", registry=registry)
+    await layer.get_many(["a", "b", "c", "d"])
+    for name in ("resilient_cache_hits_total", "resilient_cache_misses_total"):
+        assert not registry.get_sample_value(name, {"cache": "t"})
