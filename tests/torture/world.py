@@ -355,39 +355,35 @@ class Cluster(Deployment):
         self.toxiproxy = ToxiproxyServer(toxiproxy_binary)
         self.proxies: dict[int, Proxy] = {}  # node port -> its proxy
         self._primaries: set[str] = set()
+        on = self._on_primary
         self.faults = {
-            "toxic_one": (3.0, lambda d, r, s: _toxic([d._any_proxy(r)], r, s)),
+            "toxic_one": (3.0, lambda d, r, s: on(r, lambda p: _toxic([d.proxies[p.port]], r, s))),
             "toxic_all": (2.0, lambda d, r, s: _toxic(list(d.proxies.values()), r, s)),
-            "proxy_disabled": (1.0, lambda d, r, s: _disabled([d._any_proxy(r)], s)),
+            "proxy_disabled": (
+                1.0, lambda d, r, s: on(r, lambda p: _disabled([d.proxies[p.port]], s)),
+            ),
             "sigstop_primary": (
-                1.5,
-                lambda d, r, s: _sigstop(
-                    [r.choice(d.cluster.primaries())], "sigstop_primary", min(s, 1.5)
-                ),
+                1.5, lambda d, r, s: on(r, lambda p: _sigstop([p], "sigstop_primary", min(s, 1.5))),
             ),
             "freeze_all": (
-                1.0,
-                lambda d, r, s: _sigstop(d.cluster.running_nodes(), "freeze_all", min(s, 1.5)),
+                1.0, lambda d, r, s: _sigstop(list(d.cluster.nodes), "freeze_all", min(s, 1.5)),
             ),
             "failover": (0.7, Cluster._failover),
             "kill_primary": (0.3, Cluster._kill_primary),
-            "client_pause": (
-                1.0,
-                lambda d, r, s: _client_pause(r.choice(d.cluster.primaries()).port, r, s),
-            ),
+            "client_pause": (1.0, lambda d, r, s: on(r, lambda p: _client_pause(p.port, r, s))),
             "client_kill": (
-                1.0,
-                lambda d, r, s: _client_kill([n.port for n in d.cluster.running_nodes()], r, s),
+                1.0, lambda d, r, s: _client_kill([n.port for n in d.cluster.nodes], r, s),
             ),
-            "oom": (1.0, lambda d, r, s: _oom(r.choice(d.cluster.primaries()).port, s)),
-            "maxclients": (
-                0.5,
-                lambda d, r, s: _maxclients(r.choice(d.cluster.primaries()).port, s),
-            ),
-        }
+            "oom": (1.0, lambda d, r, s: on(r, lambda p: _oom(p.port, s))),
+            "maxclients": (0.5, lambda d, r, s: on(r, lambda p: _maxclients(p.port, s))),
+        }  # fmt: skip
 
-    def _any_proxy(self, rng: random.Random) -> Proxy:
-        return self.proxies[rng.choice(self.cluster.primaries()).port]
+    async def _on_primary(
+        self, rng: random.Random, fault: Callable[[Any], Awaitable[Fault]]
+    ) -> Fault:
+        """``fault`` on a random primary (the nodes are asked in a thread: one may be frozen)."""
+        primaries = await asyncio.to_thread(self.cluster.primaries)
+        return await fault(rng.choice(primaries))
 
     def start(self) -> None:
         self.cluster.start()
@@ -456,13 +452,13 @@ class Cluster(Deployment):
 
         await asyncio.to_thread(switch)
         fault.end = time.monotonic()
-        self._primaries = self._primary_ids()
+        self._primaries = await asyncio.to_thread(self._primary_ids)
         return fault
 
     async def _kill_primary(self, rng: random.Random, seconds: float) -> Fault:
         """SIGKILL a primary; its replica takes over after the node timeout (writes the
         replica had not received are lost); the old primary comes back as a replica."""
-        primary = rng.choice(self.cluster.primaries())
+        primary = rng.choice(await asyncio.to_thread(self.cluster.primaries))
         fault = Fault("kill_primary", time.monotonic())
 
         def crash() -> None:
@@ -473,7 +469,7 @@ class Cluster(Deployment):
         await asyncio.to_thread(crash)
         fault.end = time.monotonic()
         fault.events.append(Event("lossy", fault.start, fault.end, "primary SIGKILLed"))
-        self._primaries = self._primary_ids()
+        self._primaries = await asyncio.to_thread(self._primary_ids)
         return fault
 
 
@@ -489,25 +485,25 @@ class Sentinel(Deployment):
         # down-after 2 s: a freeze of up to 1.5 s never starts a failover by itself
         self.deployment = RedisSentinelProcesses(redis_binary, down_after_ms=2000)
         self._master: tuple[str, int] | None = None
+        on = self._on_master
         self.faults = {
             "sigstop_master": (
-                1.5,
-                lambda d, r, s: _sigstop([d.deployment.master()], "sigstop_master", min(s, 1.5)),
+                1.5, lambda d, r, s: on(lambda m: _sigstop([m], "sigstop_master", min(s, 1.5))),
             ),
             "sentinels_hang": (1.5, Sentinel._sentinels_hang),
             "failover": (0.4, Sentinel._failover),
             "kill_master": (0.2, Sentinel._kill_master),
-            "client_pause": (
-                1.0,
-                lambda d, r, s: _client_pause(d.deployment.master().port, r, s),
-            ),
+            "client_pause": (1.0, lambda d, r, s: on(lambda m: _client_pause(m.port, r, s))),
             "client_kill": (
-                1.0,
-                lambda d, r, s: _client_kill([x.port for x in d.deployment.servers], r, s),
+                1.0, lambda d, r, s: _client_kill([x.port for x in d.deployment.servers], r, s),
             ),
-            "oom": (1.0, lambda d, r, s: _oom(d.deployment.master().port, s)),
-            "maxclients": (0.5, lambda d, r, s: _maxclients(d.deployment.master().port, s)),
-        }
+            "oom": (1.0, lambda d, r, s: on(lambda m: _oom(m.port, s))),
+            "maxclients": (0.5, lambda d, r, s: on(lambda m: _maxclients(m.port, s))),
+        }  # fmt: skip
+
+    async def _on_master(self, fault: Callable[[Any], Awaitable[Fault]]) -> Fault:
+        """``fault`` on the current master (the sentinels are asked in a thread)."""
+        return await fault(await asyncio.to_thread(self.deployment.master))
 
     def start(self) -> None:
         self.deployment.start()
@@ -568,7 +564,7 @@ class Sentinel(Deployment):
         fault.params["agreed_s"] = round(fault.end - fault.start, 2)
         # SENTINEL FAILOVER promotes the replica without waiting for it to catch up
         fault.events.append(Event("lossy", fault.start, fault.end, "sentinel failover"))
-        self._master = self.deployment.master_address()
+        self._master = await asyncio.to_thread(self.deployment.master_address)
         return fault
 
     async def _kill_master(self, rng: random.Random, seconds: float) -> Fault:
@@ -583,7 +579,7 @@ class Sentinel(Deployment):
         await asyncio.to_thread(crash)
         fault.end = time.monotonic()
         fault.events.append(Event("lossy", fault.start, fault.end, "master SIGKILLed"))
-        self._master = self.deployment.master_address()
+        self._master = await asyncio.to_thread(self.deployment.master_address)
         return fault
 
 
