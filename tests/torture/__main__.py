@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topologies", default=",".join(TOPOLOGIES))
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--workers", type=int, default=8, help="concurrent callers")
+    parser.add_argument(
+        "--socket-timeout", type=float, default=None,
+        help="redis-py's socket timeout in every shape (default: none)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("build/torture-report.json"))
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(processors=[_drop])
     report = asyncio.run(
         campaign(seed, seconds_per_run=per_run, topologies=topologies, shapes=shapes,
-                 workers=args.workers, echo=lambda line: print(line, flush=True))
+                 workers=args.workers, socket_timeout=args.socket_timeout,
+                 echo=lambda line: print(line, flush=True))
     )  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")

@@ -241,7 +241,9 @@ def _find(cache: CacheProtocol, kind: type[Any]) -> Any:
         cache = cache.inner
 
 
-def _settings(deployment: Deployment, shape: str, namespace: str) -> CacheSettings:
+def _settings(
+    deployment: Deployment, shape: str, namespace: str, socket_timeout: float | None = None
+) -> CacheSettings:
     fields: dict[str, Any] = {
         **deployment.settings(),
         "namespace": namespace,
@@ -249,13 +251,14 @@ def _settings(deployment: Deployment, shape: str, namespace: str) -> CacheSettin
         "breaker": BREAKER,
         "observability": {"tracing": False},
     }
-    if shape == "adapter":
-        # a socket timeout below the deadline, as many deployments set: redis-py's own
-        # timeouts, and its topology refresh after them, are exercised too
-        fields["redis"] = {"socket_timeout": 0.1}
-    elif shape == "coalesce":
-        fields["redis"] = {"coalesce_reads": True}
-    elif shape == "near_cache":
+    redis: dict[str, Any] = {}
+    if socket_timeout is not None:  # redis-py's own timeouts (and cluster refreshes after them)
+        redis["socket_timeout"] = socket_timeout
+    if shape == "coalesce":
+        redis["coalesce_reads"] = True
+    if redis:
+        fields["redis"] = redis
+    if shape == "near_cache":
         fields["near_cache"] = {"enabled": True}
     elif shape == "compression":
         fields["compression"] = {"enabled": True, "threshold": 64}
@@ -271,8 +274,9 @@ def build_shape(
     shape: str,
     namespace: str,
     on_invalidation: Callable[[int, Sequence[str] | None], None],
+    socket_timeout: float | None = None,
 ) -> Shape:
-    settings = _settings(deployment, shape, namespace)
+    settings = _settings(deployment, shape, namespace, socket_timeout)
     if shape == "adapter":
         adapter = build_backend(settings)
         return Shape(shape, [adapter], adapter, adapter, None, settings.deadline,
@@ -313,6 +317,7 @@ class Stats:
     seconds: float = 0.0
     first_violation_at: int | None = None
     """Calls made in this topology x shape when the first violation was seen."""
+    first_by_invariant: dict[str, int] = field(default_factory=dict)
 
     @property
     def applied(self) -> int:
@@ -337,6 +342,7 @@ class Stats:
             "cycles": self.cycles,
             "seconds": round(self.seconds, 1),
             "first_violation_at_call": self.first_violation_at,
+            "first_violation_at_call_by_invariant": self.first_by_invariant,
         }
 
 
@@ -368,6 +374,7 @@ class Run:
     def violation(self, invariant: str, detail: str, history: Sequence[str] = ()) -> None:
         if self.stats.first_violation_at is None:
             self.stats.first_violation_at = self.stats.calls
+        self.stats.first_by_invariant.setdefault(invariant, self.stats.calls)
         self.stats.violations[invariant] += 1
         self.violations.append(Violation(invariant, detail, tuple(history)))
 
@@ -753,7 +760,7 @@ async def _read_back(run: Run) -> dict[str, tuple[Any, float | None]]:
 
 async def run_shape(  # noqa: PLR0917
     deployment: Deployment, shape_name: str, seed: int, seconds: float, lag: LagMonitor,
-    workers: int, max_calls: int | None = None,
+    workers: int, max_calls: int | None = None, socket_timeout: float | None = None,
 ) -> Run:  # fmt: skip
     """Cycles of calls and faults on one shape for ``seconds``; the run's verdicts."""
     rng = random.Random(f"{seed}:{deployment.name}:{shape_name}")
@@ -765,7 +772,7 @@ async def run_shape(  # noqa: PLR0917
 
     gc.collect()
     before = _resources_plain()
-    shape = build_shape(deployment, shape_name, namespace, on_invalidation)
+    shape = build_shape(deployment, shape_name, namespace, on_invalidation, socket_timeout)
     run = Run(deployment.name, shape, model, lag, seed)
     samples: list[dict[str, int]] = []
     began = time.monotonic()
@@ -945,6 +952,7 @@ async def campaign(
     shapes: Sequence[str] = SHAPES,
     workers: int = 8,
     echo: Callable[[str], None] = print,
+    socket_timeout: float | None = None,
 ) -> Report:
     """Every topology x shape for ``seconds_per_run`` each, driven by ``seed``."""
     report = Report(seed)
@@ -959,7 +967,10 @@ async def campaign(
                         echo(f"{topology:>10} x {shape:<11} not applicable: "
                              f"{NOT_APPLICABLE[topology, shape]}")  # fmt: skip
                         continue
-                    run = await run_shape(deployment, shape, seed, seconds_per_run, lag, workers)
+                    run = await run_shape(
+                        deployment, shape, seed, seconds_per_run, lag, workers,
+                        socket_timeout=socket_timeout,
+                    )  # fmt: skip
                     report.runs.append(run)
                     echo(
                         f"{topology:>10} x {shape:<11} {run.stats.calls:>8,} calls "
