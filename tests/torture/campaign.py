@@ -371,12 +371,14 @@ class Run:
         found += [f"{kind} [{s:.3f}, ...]" for kind, s in self.active.values() if s <= end]
         return ", ".join(found) or "none"
 
-    def violation(self, invariant: str, detail: str, history: Sequence[str] = ()) -> None:
+    def violation(
+        self, invariant: str, detail: str, history: Sequence[str] = (), excess: float = 0.0
+    ) -> None:
         if self.stats.first_violation_at is None:
             self.stats.first_violation_at = self.stats.calls
         self.stats.first_by_invariant.setdefault(invariant, self.stats.calls)
         self.stats.violations[invariant] += 1
-        self.violations.append(Violation(invariant, detail, tuple(history)))
+        self.violations.append(Violation(invariant, detail, tuple(history), excess))
 
     def op(self, instance: int, method: str) -> Op:
         self.next_id += 1
@@ -615,6 +617,7 @@ class Worker:
                     f"collection {run.loop_lag.gc_pause(op.start, op.end) * 1000:.1f} ms)"
                     f"{' after the caller cancelled' if cancelled else ''}; faults: "
                     f"{run.faults_during(op.start, op.end)}",
+                    excess=over - SLACK - stall,
                 )
             else:
                 run.stats.excused += 1
@@ -720,6 +723,7 @@ async def _heal(run: Run, deployment: Deployment) -> None:
             "heal",
             f"the stack answered {took:.3f} s after the faults stopped; the bound is the "
             f"breaker's open time {open_time:.2f} s + deadline + 50 ms = {bound:.3f} s",
+            excess=took - bound - stall,
         )
 
 

@@ -153,6 +153,8 @@ class Violation:
     invariant: str
     detail: str
     history: tuple[str, ...] = ()
+    excess: float = 0.0
+    """For a timing invariant (deadline, heal): seconds beyond what it allows."""
 
     def render(self) -> str:
         lines = [f"[{self.invariant}] {self.detail}"]
