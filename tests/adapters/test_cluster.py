@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from collections import Counter
@@ -822,5 +823,60 @@ async def test_increments_against_a_frozen_node_are_never_applied_twice(
         maybe = sum(error.maybe_applied for error in errors)
         await asyncio.sleep(0.05)
         assert 1 <= int(query(node.port, "GET", "n")) <= 1 + maybe
+    finally:
+        await adapter.aclose()
+
+
+async def cancellation_storm(adapter: RedisClusterAdapter, seconds: float, delay: float) -> int:
+    """Eight callers at a time cancel their own ``get`` after up to ``delay`` seconds; how
+    many cancelled calls returned a result instead of raising ``CancelledError``."""
+    swallowed = 0
+    rng = random.Random(7)
+
+    async def one() -> None:
+        nonlocal swallowed
+        task = asyncio.ensure_future(adapter.get(f"k{rng.randrange(20)}"))
+        done, _ = await asyncio.wait({task}, timeout=rng.uniform(0, delay))
+        asked = not done and task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return
+        swallowed += asked
+
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        await asyncio.gather(*(one() for _ in range(8)))
+    return swallowed
+
+
+async def test_a_cancelled_call_raises_even_when_redis_py_swallows_the_cancellation(
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """redis-py's cluster client with a ``socket_timeout`` returns replies to calls whose
+    task was cancelled (thousands a second in this storm; found by the fault campaign).
+    The adapter raises the caller's ``CancelledError`` instead."""
+    adapter = RedisClusterAdapter.from_nodes(seeds(redis_cluster), socket_timeout=0.1)
+    try:
+        assert await cancellation_storm(adapter, 1.5, 0.003) == 0
+    finally:
+        await adapter.aclose()
+
+
+async def test_a_cancelled_call_raises_when_redis_py_turns_it_into_a_timeout(
+    one_node_cluster: ClusterNodeServer,
+) -> None:
+    """Against a frozen node redis-py raises its own TimeoutError for a call that was
+    cancelled meanwhile: the caller gets its ``CancelledError``, not a ``Failure``."""
+    node = one_node_cluster
+    assert node.proc is not None
+    adapter = RedisClusterAdapter.from_nodes([f"{LOOPBACK}:{node.port}"], socket_timeout=0.05)
+    try:
+        assert await adapter.set("k1", "v") == Success(None)
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        try:
+            assert await cancellation_storm(adapter, 2.0, 0.08) == 0
+        finally:
+            os.kill(node.proc.pid, signal.SIGCONT)
     finally:
         await adapter.aclose()

@@ -555,6 +555,9 @@ class Worker:
         cancel_after: float | None = None
         if style < 0.06:
             cancel_after = rng.uniform(0.0, deadline * 1.2)
+        if cancel_after is not None:
+            how = "timeout" if style < 0.02 else "wait_for" if style < 0.04 else "task.cancel"
+            op.note = f"{op.note + '; ' if op.note else ''}{how} at {cancel_after * 1000:.1f} ms"
         op.start = time.monotonic()
         result: Any = None
         cancelled = False

@@ -45,6 +45,30 @@ SCAN_COUNT: Final = 1000
 """Keys asked of one ``SCAN`` step by ``delete_pattern`` and ``flush``."""
 
 
+def cancellations() -> int:
+    """How many cancellations of the current task are pending (0 outside a task)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def swallowed(before: int, expiry: Expiry | None) -> bool:
+    """After an error from redis-py: whether it hid a cancellation of the caller's (then the
+    error is dropped and the caller's ``CancelledError`` raised instead; one of our own
+    deadline is absorbed, and the error stands)."""
+    if cancellations() <= before:
+        return False
+    return expiry is None or not expiry.cut()
+
+
+def check_not_swallowed(before: int) -> None:
+    """Raise ``CancelledError`` if the task was cancelled while redis-py ran and redis-py
+    returned a reply instead (its cluster client does so with a ``socket_timeout``: more than
+    a thousand times a second under a storm of cancellations). The reply is dropped: the
+    caller asked for its call to end, and a cancelled call may have been applied anyway."""
+    if cancellations() > before:
+        raise asyncio.CancelledError
+
+
 class KeyCommands:
     """The half of the protocol that does not depend on the topology, on the adapter's
     ``_call``; :meth:`_init_keys` sets up what it needs."""

@@ -35,7 +35,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from resilient_cache.adapters._coalesce import ReadCoalescer
-from resilient_cache.adapters._commands import SCAN_COUNT, KeyCommands
+from resilient_cache.adapters._commands import (
+    SCAN_COUNT,
+    KeyCommands,
+    cancellations,
+    check_not_swallowed,
+    swallowed,
+)
 from resilient_cache.adapters._errors import PoolTimeoutError, partial, to_error
 from resilient_cache.adapters._pool import Pool
 from resilient_cache.adapters._sentinel import SentinelConnection, SentinelMaster, sentinel_client
@@ -263,6 +269,7 @@ class RedisAdapter(KeyCommands):
         sent = fresh = False
         loop = asyncio.get_running_loop()
         bound, outer, expiry = self._deadline(loop)
+        before = cancellations()
         try:
             try:
                 # None while connecting (Redis's business); QUEUED, set by the pool, while
@@ -287,6 +294,7 @@ class RedisAdapter(KeyCommands):
                         replies.append(exc)
                 if fresh:
                     self._probe.forget()  # the port answers as Redis: no old verdict applies
+                check_not_swallowed(before)
             except asyncio.CancelledError:
                 if expiry is None or not expiry.cut():
                     raise  # the caller's own cancellation (or its deadline's)
@@ -295,13 +303,10 @@ class RedisAdapter(KeyCommands):
                 raise first_error
             return replies[0] if single else replies
         except Exception as exc:  # mapped below; CancelledError is not an Exception
-            if conn is not None and _spoils(exc):
-                self._spoilt.add(conn)  # reconnected before its next use
+            if swallowed(before, expiry):
+                raise asyncio.CancelledError from exc
             # once the command was handed to the connection, it may have been sent
-            error = self._error(operation, key, exc, maybe_applied=sent and write)
-            if error.code is ErrorCode.READONLY and self._sentinel is not None:
-                # a replica answered: the master moved; every connection asks again
-                self._sentinel.distrust(drop_connections=True)
+            error = self._failed(operation, key, exc, conn, maybe_applied=sent and write)
             left = min(bound, outer if outer is not None else bound) - loop.time()
             try:
                 return await self._explain(
@@ -319,6 +324,18 @@ class RedisAdapter(KeyCommands):
                 # interrupted mid-command (timeout, cancellation), redis-py has already
                 # dropped the socket: the connection reconnects when next used
                 self._pool.give_back(conn)
+
+    def _failed(
+        self, operation: str, key: str | None, exc: Exception, conn: Any, *, maybe_applied: bool
+    ) -> CacheError:
+        """The error for ``exc``; what it says about the connection and the master, noted."""
+        if conn is not None and _spoils(exc):
+            self._spoilt.add(conn)  # reconnected before its next use
+        error = self._error(operation, key, exc, maybe_applied=maybe_applied)
+        if error.code is ErrorCode.READONLY and self._sentinel is not None:
+            # a replica answered: the master moved; every connection asks again
+            self._sentinel.distrust(drop_connections=True)
+        return error
 
     async def _explain(
         self,

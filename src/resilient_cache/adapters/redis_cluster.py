@@ -48,7 +48,13 @@ from resilient_cache.adapters._cluster_support import (
     parse_seeds,
     url_seed,
 )
-from resilient_cache.adapters._commands import SCAN_COUNT, KeyCommands
+from resilient_cache.adapters._commands import (
+    SCAN_COUNT,
+    KeyCommands,
+    cancellations,
+    check_not_swallowed,
+    swallowed,
+)
 from resilient_cache.adapters._errors import MAX_MESSAGE, partial, to_error
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
@@ -251,12 +257,15 @@ class RedisClusterAdapter(KeyCommands):
         loop = asyncio.get_running_loop()
         _, _, expiry = self._deadline(loop)
         sent = False  # the topology refresh comes first: a failure there sent nothing
+        before = cancellations()
         try:
             try:
                 if self._stale:
                     await self._refresh(loop.time())
                 sent = True
-                return await work()
+                reply = await work()
+                check_not_swallowed(before)
+                return reply
             except asyncio.CancelledError:
                 if expiry is None or not expiry.cut():
                     if deadline_expired():  # cut by the caller's deadline: maybe a dead node
@@ -264,6 +273,8 @@ class RedisClusterAdapter(KeyCommands):
                     raise  # the caller's own cancellation (or its deadline's)
                 raise TimeoutError from None  # ours: mapped to TIMEOUT below
         except Exception as exc:  # mapped below; CancelledError is not an Exception
+            if swallowed(before, expiry):
+                raise asyncio.CancelledError from exc
             return self._error(operation, key, exc, write=write and sent)
         finally:
             if expiry is not None:
