@@ -103,12 +103,22 @@ def _lag_child(ids: Any, lags: Any, stop: Any) -> None:  # pragma: no cover - a 
         expected = now + tick
 
 
+def _run_delay() -> float:
+    """Seconds this thread has waited on a run queue (Linux ``schedstat``; 0 elsewhere)."""
+    try:
+        with open("/proc/thread-self/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class LoopLag:
     """How late this process's event loop ran a 5 ms ticker (the loop blocked, by anyone)."""
 
     def __init__(self) -> None:
         self.ids = [0] * RING
         self.lags = [0.0] * RING
+        self.waits = [0.0] * RING
         self.gc_ids = [0] * RING
         self.gc_pauses = [0.0] * RING
         self._gc_began = 0.0
@@ -147,6 +157,7 @@ class LoopLag:
                 await self.task
 
     async def _tick(self) -> None:
+        waited = _run_delay()
         while True:
             expected = time.monotonic() + 0.005
             await asyncio.sleep(0.005)
@@ -154,10 +165,20 @@ class LoopLag:
             bucket = int(now / BUCKET)
             i = bucket % RING
             late = max(0.0, now - expected)
+            before, waited = waited, _run_delay()
             if self.ids[i] != bucket:
-                self.ids[i], self.lags[i] = bucket, late
+                self.ids[i], self.lags[i], self.waits[i] = bucket, late, 0.0
             elif late > self.lags[i]:
                 self.lags[i] = late
+            self.waits[i] += waited - before
+
+    def preempted(self, start: float, end: float) -> float:
+        """Time this thread was ready to run but waited for a CPU, between ``start`` and
+        ``end`` (the kernel's ``run_delay``): the machine's doing, not the loop's."""
+        return sum(
+            self.waits[b % RING] for b in range(int(start / BUCKET), int(end / BUCKET) + 2)
+            if self.ids[b % RING] == b
+        )  # fmt: skip
 
     def stall(self, start: float, end: float) -> float:
         return max(
@@ -562,33 +583,54 @@ class Worker:
         result: Any = None
         cancelled = False
         swallowed = False
+        ours = True  # a TimeoutError/CancelledError here is the caller's own
         try:
             if cancel_after is None:
+                ours = False
                 result = await make()
             elif style < 0.02:
-                async with asyncio.timeout(cancel_after) as scope:
-                    result = await make()
+                scope = asyncio.timeout(cancel_after)
+                try:
+                    async with scope:
+                        result = await make()
+                finally:
+                    ours = scope.expired()
                 swallowed = scope.expired()
             elif style < 0.04:
-                result = await asyncio.wait_for(make(), cancel_after)
+                pending = False
+
+                async def call() -> Any:
+                    nonlocal pending
+                    reply = await make()
+                    task = asyncio.current_task()
+                    pending = task is not None and task.cancelling() > 0
+                    return reply
+
+                began = time.monotonic()
+                try:
+                    result = await asyncio.wait_for(call(), cancel_after)
+                finally:
+                    ours = time.monotonic() - began >= cancel_after * 0.999
+                swallowed = pending  # wait_for cancelled it, and it returned a reply
             else:
                 task = asyncio.ensure_future(make())
                 done, _ = await asyncio.wait({task}, timeout=cancel_after)
                 asked = False
                 if not done:
                     asked = task.cancel()
+                ours = asked
                 try:
                     result = await task
                 except asyncio.CancelledError:
                     cancelled = True
                 swallowed = asked and not cancelled
-        except (TimeoutError, asyncio.CancelledError):
-            # the caller's own timeout or cancellation: anything else is a violation below
-            if cancel_after is None:
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # the caller's own timeout or cancellation; any other is a violation
+            if not ours:
                 op.end = time.monotonic()
                 op.outcome = "raised"
-                run.violation("exception", f"{op.describe()} raised a timeout/cancellation "
-                              "the caller did not ask for")  # fmt: skip
+                run.violation("exception", f"{op.describe()} raised {exc!r}, which its caller "
+                              "did not cause")  # fmt: skip
                 return
             cancelled = True
         except Exception as exc:
@@ -609,7 +651,9 @@ class Worker:
             # time this process could not run the call: the machine ran no process at all,
             # or the garbage collector held it (its pauses grow with the whole heap, the
             # campaign's model included): measured, reported, excused
-            stall = run.lag.stall(op.start, op.end) + run.loop_lag.gc_pause(op.start, op.end)
+            machine = max(run.lag.stall(op.start, op.end),
+                          run.loop_lag.preempted(op.start, op.end))  # fmt: skip
+            stall = machine + run.loop_lag.gc_pause(op.start, op.end)
             if over > SLACK + stall:
                 run.violation(
                     "deadline",
@@ -698,7 +742,8 @@ async def _faults(run: Run, deployment: Deployment, rng: random.Random, span: fl
 
 async def _heal(run: Run, deployment: Deployment) -> None:
     """Repair the deployment, then time the stack's return (``ping`` every 10 ms)."""
-    await asyncio.to_thread(deployment.heal)
+    for event in await asyncio.to_thread(deployment.heal):
+        run.model.event(event)
     for why in await asyncio.to_thread(deployment.unplanned):
         now = time.monotonic()
         run.model.event(Event("lossy", run.model.cycle_start, now, why))
@@ -720,7 +765,9 @@ async def _heal(run: Run, deployment: Deployment) -> None:
         await asyncio.sleep(max(0.0, 0.01 - (time.monotonic() - started)))
     took = time.monotonic() - healed
     run.stats.recoveries.append(took)
-    stall = run.lag.stall(healed, time.monotonic())
+    stall = max(
+        run.lag.stall(healed, time.monotonic()), run.loop_lag.preempted(healed, time.monotonic())
+    )
     if took > bound + stall:
         run.violation(
             "heal",

@@ -186,7 +186,13 @@ class _Index:
     # the earliest end of an acknowledged value write, by instance (None: any)
     first_value_end: dict[int | None, float] = field(default_factory=dict)
     first_value_start: float = math.inf
-    expire_starts: list[float] = field(default_factory=list)
+    value_ends: dict[int | None, list[float]] = field(default_factory=dict)
+    value_latest_start: dict[int | None, list[float]] = field(default_factory=dict)
+    expire_ends: list[float] = field(default_factory=list)
+    # what may have removed the key: (earliest, latest) moment of each removal, sorted by
+    # earliest, with the latest "latest" up to each position
+    removal_starts: list[float] = field(default_factory=list)
+    removal_latest_end: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -345,10 +351,41 @@ class Model:
             if op.acked and not self._maybe_lost(op):
                 barriers[None].append(op)
                 barriers[op.instance].append(op)
+        removals: list[tuple[float, float]] = []  # when each removal may have happened
+        for op, token in self._writes_to(key):
+            if not op.may_have_applied:
+                continue
+            landed_by = op.end if op.acked else math.inf  # unacknowledged: any time later
+            if token is None:
+                removals.append((op.start, landed_by))
+            elif op.ttl is not None:
+                removals.append((op.start + op.ttl - EXPIRY_SLACK,
+                                 landed_by + op.ttl + EXPIRY_SLACK))  # fmt: skip
         for op in self.by_key.get(key, ()):
             if op.expire_key == key and op.may_have_applied:
                 index.absent_from = min(index.absent_from, op.start)
-                index.expire_starts.append(op.start)
+                index.expire_ends.append(op.end if op.acked else math.inf)
+                seconds = op.expire_seconds or 0
+                landed_by = op.end if op.acked else math.inf
+                removals.append((op.start + seconds - EXPIRY_SLACK,
+                                 landed_by + seconds + EXPIRY_SLACK))  # fmt: skip
+        for event in self.events:
+            removals.append((event.start, event.end))
+        expires_at = self.state[key].expires_at
+        if expires_at is not None:
+            removals.append((expires_at - EXPIRY_SLACK, math.inf))
+        removals.sort()
+        index.removal_starts = [start for start, _ in removals]
+        index.removal_latest_end = _prefix_max([end for _, end in removals])
+        value_writes: dict[int | None, list[Op]] = defaultdict(list)
+        for op, token in self._writes_to(key):
+            if token is not None and op.acked and not self._maybe_lost(op):
+                value_writes[None].append(op)
+                value_writes[op.instance].append(op)
+        for who, ops in value_writes.items():
+            ops.sort(key=lambda op: op.end)
+            index.value_ends[who] = [op.end for op in ops]
+            index.value_latest_start[who] = _prefix_max([op.start for op in ops])
         for who, ops in barriers.items():
             ops.sort(key=lambda op: op.end)
             index.ends[who] = [op.end for op in ops]
@@ -356,15 +393,16 @@ class Model:
         return index
 
     def _latest_barrier_start(self, key: str, who: int | None, cutoff: float, *,
-                              inclusive: bool = False) -> float:  # fmt: skip
+                              inclusive: bool = False, values: bool = False) -> float:  # fmt: skip
         """The latest start among acknowledged writes of ``who`` that ended before
         ``cutoff`` (or at it, ``inclusive``)."""
         index = self._indexed(key)
-        ends = index.ends.get(who)
+        ends = (index.value_ends if values else index.ends).get(who)
         if not ends:
             return -math.inf
+        latest = (index.value_latest_start if values else index.latest_start)[who]
         n = (bisect_right if inclusive else bisect_left)(ends, cutoff)
-        return index.latest_start[who][n - 1] if n else -math.inf
+        return latest[n - 1] if n else -math.inf
 
     def _told_at(self, instance: int, key: str, before: float) -> float:
         """The last time ``instance`` processed an invalidation of ``key`` before ``before``."""
@@ -376,16 +414,18 @@ class Model:
                 last = max(last, times[n - 1])
         return last
 
-    def _newest_binding_start(self, read: Op, key: str) -> float:
-        """The latest start of an acknowledged write that binds ``read`` (fast path: the
-        cycle had no lossy event)."""
+    def _newest_binding_start(self, read: Op, key: str, *, values: bool = False) -> float:
+        """The latest start of an acknowledged write (``values``: of a value, not a removal)
+        that binds ``read``."""
         if not self.near_cache or read.instance < 0:
-            return self._latest_barrier_start(key, None, read.start)
-        best = self._latest_barrier_start(key, read.instance, read.start)
+            return self._latest_barrier_start(key, None, read.start, values=values)
+        best = self._latest_barrier_start(key, read.instance, read.start, values=values)
         told = self._told_at(read.instance, key, read.start)
-        for other in self._indexed(key).ends:
+        index = self._indexed(key)
+        for other in index.value_ends if values else index.ends:
             if other is not None and other != read.instance:
-                best = max(best, self._latest_barrier_start(key, other, told, inclusive=True))
+                best = max(best, self._latest_barrier_start(
+                    key, other, told, inclusive=True, values=values))  # fmt: skip
         return best
 
     def check_cycle(self) -> list[Violation]:
@@ -417,10 +457,10 @@ class Model:
 
     def _judge_read(self, read: Op, key: str, got: Any) -> tuple[str, str] | None:
         if key.startswith("c:"):
-            if got is None or isinstance(got, bool) or self.near_cache:
+            if isinstance(got, bool) or self.near_cache:
                 return None  # through a near cache a counter's read may lag (by design)
             try:
-                value = int(got)
+                value = 0 if got is None else int(got)
             except (TypeError, ValueError):
                 return ("value", f"counter read {got!r}, not an integer")
             return self._judge_counter(read, key, value, own=None)
@@ -459,7 +499,7 @@ class Model:
         written_end = self.cycle_start if writer is None else writer.end
         if writer is not None and writer.acked and writer.ttl is not None and token:
             expired_at = writer.end + writer.ttl + EXPIRY_SLACK
-            extended = any(t >= writer.start for t in self._indexed(key).expire_starts)
+            extended = any(t > writer.start for t in self._indexed(key).expire_ends)
             if not extended and read.start > expired_at and self._told(read, key, expired_at):
                 return f"its ttl of {writer.ttl}s ended at {expired_at:.3f}"
         if writer is not None and not writer.acked:
@@ -493,27 +533,22 @@ class Model:
             if self.state[key].token is not None or index.first_value_start < read.end:
                 return None
             return ("value", "reported present, but nothing could have written it")
-        # absent: fine if anything may have removed it, or nothing binding wrote it
-        if index.absent_from < read.end or any(e.start < read.end for e in self.events):
-            return None
-        expires_at = self.state[key].expires_at
-        if expires_at is not None and read.end >= expires_at - EXPIRY_SLACK:
-            return None
-        if not self.near_cache or read.instance < 0:
-            bound = index.first_value_end.get(None, math.inf) < read.start
-        else:
-            told = self._told_at(read.instance, key, read.start)
-            bound = index.first_value_end.get(read.instance, math.inf) < read.start or any(
-                who is not None and who != read.instance and end <= told
-                for who, end in index.first_value_end.items()
-            )
-        if bound:
-            return ("lost", "absent, but an acknowledged write of it binds this read and "
-                    "nothing removed it")  # fmt: skip
-        if self.state[key].token is not None and not self.near_cache:
+        # absent: some removal (delete, pattern, expire, ttl, wipe, failover) may have come
+        # after every acknowledged write of a value that binds this read
+        newest = self._newest_binding_start(read, key, values=True)
+        n = bisect_left(index.removal_starts, read.end)
+        latest_removal = index.removal_latest_end[n - 1] if n else -math.inf
+        if newest == -math.inf:
+            if self.state[key].token is None or latest_removal > -math.inf:
+                return None
+            if self.near_cache and read.instance >= 0:
+                return None  # the near cache may hold a miss from before the cycle
             return ("lost", f"absent, but it held {_short(self.state[key].token)} at the "
                     "cycle's start and nothing removed it")  # fmt: skip
-        return None
+        if latest_removal > newest:
+            return None
+        return ("lost", f"absent, but an acknowledged write that started at {newest:.3f} "
+                "binds this read and nothing may have removed the key after it")  # fmt: skip
 
     def _counter_index(self, key: str) -> _Counters:
         found = self._counters.get(key)
@@ -550,9 +585,10 @@ class Model:
         high = base + sure + (positives - sure_pos)
         uncertain = c.reset_from < read.end or any(e.start < read.end for e in self.events)
         if uncertain:
-            # a flush, wipe or failover may have reset it: from 0, any subset of the deltas
-            low = min(low, negatives)
-            high = max(high, positives)
+            # a flush, wipe or failover may have reset it (from 0, any subset of the deltas),
+            # and a failover may have lost acknowledged deltas (from base, any subset)
+            low = min(low, negatives, base + negatives)
+            high = max(high, positives, base + positives)
         if low <= value <= high:
             return None
         what = "read" if own is None else f"before its own {own.deltas[key]:+d}"

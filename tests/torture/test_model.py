@@ -126,3 +126,51 @@ def test_an_increment_counted_twice_is_caught() -> None:
     m = model()
     op(m, "increment", 1, 2, deltas={"c:0": 5}, counter_reply=10)
     assert invariants(m) == ["counter"]
+
+
+def test_an_expire_applied_after_a_ttl_write_extends_it() -> None:
+    """expire(3) under way while set(ttl=1) runs: Redis may apply the expire last."""
+    m = model()
+    op(m, "expire", 0.9, 1.3, expire_key="s:0", expire_seconds=3)
+    op(m, "set", 1.0, 1.2, writes={"s:0": "s:0|1|"}, ttl=1)
+    op(m, "get", 2.5, 2.6, reads={"s:0": "s:0|1|"})
+    assert invariants(m) == []
+
+
+def test_a_failover_may_lose_an_acknowledged_delta() -> None:
+    m = Model(KEYS)
+    m.rebase({"s:0": (None, None), "s:1": (None, None), "c:0": ("100", None)}, 0.0)
+    op(m, "decrement", 9.5, 9.6, deltas={"c:0": -5}, counter_reply=95)
+    m.event(Event("lossy", 10, 12, "failover"))
+    op(m, "get", 13, 14, reads={"c:0": "100"})
+    assert invariants(m) == []
+
+
+def test_absent_after_delete_then_an_acknowledged_set_is_lost() -> None:
+    m = model()
+    op(m, "delete", 1, 2, writes={"s:0": None})
+    op(m, "set", 3, 4, writes={"s:0": "s:0|2|"})
+    op(m, "get", 5, 6, reads={"s:0": None})
+    assert invariants(m) == ["lost"]
+
+
+def test_a_write_ending_as_the_read_starts_does_not_bind_it() -> None:
+    m = model()
+    op(m, "set", 1, 2, writes={"s:0": "s:0|1|"})
+    op(m, "set", 3, 5, writes={"s:0": "s:0|2|"})
+    op(m, "get", 5, 6, reads={"s:0": "s:0|1|"})
+    assert invariants(m) == []
+
+
+def test_a_matching_pattern_removes_and_a_wipe_forgets() -> None:
+    m = model()
+    op(m, "set", 1, 2, writes={"s:1": "s:1|1|"})
+    op(m, "delete_pattern", 3, 4, pattern="s:1*")
+    op(m, "get", 5, 6, reads={"s:1": "s:1|1|"})  # removed by the pattern: stale
+    op(m, "get", 5, 6, reads={"s:0": None})
+    assert invariants(m) == ["stale"]
+    m2 = model()
+    op(m2, "set", 1, 2, writes={"s:0": "s:0|1|"})
+    m2.event(Event("wipe", 3, 4, "SIGKILL"))
+    op(m2, "get", 5, 6, reads={"s:0": "s:0|1|"})
+    assert invariants(m2) == ["stale"]

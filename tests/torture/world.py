@@ -90,8 +90,9 @@ class Deployment(ABC):
         """``CacheSettings`` fields that reach this deployment."""
 
     @abstractmethod
-    def heal(self) -> None:
-        """Undo every fault and wait until the deployment serves again (blocking)."""
+    def heal(self) -> list[Event]:
+        """Undo every fault and wait until the deployment serves again (blocking); what
+        that lost (a server found dead comes back empty)."""
 
     def unplanned(self) -> list[str]:
         """Changes nobody asked for since the last call (e.g. a spontaneous failover)."""
@@ -280,11 +281,14 @@ class Standalone(Deployment):
         assert self.proxy is not None
         return {"redis_url": f"redis://{LOOPBACK}:{self.proxy.listen_port}/0"}
 
-    def heal(self) -> None:
+    def heal(self) -> list[Event]:
         signal_pid(self.server, signal.SIGCONT)
+        lost: list[Event] = []
         if self.server.proc is None or self.server.proc.poll() is not None:
+            began = time.monotonic()
             self._rdb().unlink(missing_ok=True)
             self.server.start()
+            lost.append(Event("wipe", began, time.monotonic(), "found dead, restarted empty"))
         self.toxiproxy.client.reset()  # every proxy enabled, every toxic gone
         port = self.server.port
         for args in (
@@ -292,6 +296,7 @@ class Standalone(Deployment):
             ("CONFIG", "SET", "maxclients", "10000"), ("REPLICAOF", "NO", "ONE"),
         ):  # fmt: skip
             admin(port, *args)
+        return lost
 
     def data_ports(self) -> list[int]:
         return [self.server.port]
@@ -411,9 +416,11 @@ class Cluster(Deployment):
         nodes = [f"{LOOPBACK}:{p.listen_port}" for p in self.proxies.values()]
         return {"topology": "cluster", "cluster": {"nodes": nodes}}
 
-    def heal(self) -> None:
+    def heal(self) -> list[Event]:
         for node in self.cluster.nodes:
             signal_pid(node, signal.SIGCONT)
+        dead = [node for node in self.cluster.nodes if not node.running]
+        began = time.monotonic()
         self.toxiproxy.client.reset()
         self.cluster.heal(timeout=60)
         for node in self.cluster.nodes:
@@ -422,6 +429,8 @@ class Cluster(Deployment):
                 ("CONFIG", "SET", "maxclients", "10000"),
             ):  # fmt: skip
                 admin(node.port, *args)
+        # a node found dead comes back as a replica and resyncs: like a failover
+        return [Event("lossy", began, time.monotonic(), "node restarted")] if dead else []
 
     def unplanned(self) -> list[str]:
         now = self._primary_ids()
@@ -437,7 +446,7 @@ class Cluster(Deployment):
 
     async def _failover(self, rng: random.Random, seconds: float) -> Fault:
         """``CLUSTER FAILOVER`` on a replica: the coordinated switch (no write lost)."""
-        replica = rng.choice(self.cluster.replicas())
+        replica = rng.choice(await asyncio.to_thread(self.cluster.replicas))
         fault = Fault("failover", time.monotonic())
 
         def switch() -> None:
@@ -522,9 +531,11 @@ class Sentinel(Deployment):
             "sentinel": {"addresses": addresses, "service_name": self.deployment.service_name},
         }
 
-    def heal(self) -> None:
+    def heal(self) -> list[Event]:
         for server in (*self.deployment.servers, *self.deployment.sentinel_servers):
             signal_pid(server, signal.SIGCONT)
+        began = time.monotonic()
+        dead = [s for s in self.deployment.servers if s.proc is None or s.proc.poll() is not None]
         for server in self.deployment.servers:
             if server.proc is None or server.proc.poll() is not None:
                 server.start()
@@ -535,6 +546,7 @@ class Sentinel(Deployment):
                 ("CONFIG", "SET", "maxclients", "10000"),
             ):  # fmt: skip
                 admin(server.port, *args)
+        return [Event("lossy", began, time.monotonic(), "server restarted")] if dead else []
 
     def unplanned(self) -> list[str]:
         now = self.deployment.master_address()
