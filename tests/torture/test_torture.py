@@ -37,11 +37,12 @@ def verdict(report: Report) -> str:
 
 
 TIMING: Final = {"deadline": 0.025, "heal": 2.0}
-"""Open findings of the campaign (see the note in docs/resilience.md, "Open findings"): about
-one call in 500,000 comes back up to ~10 ms past its deadline + 50 ms after its caller
-cancelled it, and a cluster once answered 0.5 s past the breaker's open time + deadline.
-`make torture` reports every one as a violation; this slice fails on any other violation,
-on more than TIMING_COUNT of these, or on one past these margins (seconds)."""
+"""Open findings of the campaign (docs/resilience.md, "Open findings"): a call now and then
+comes back a few ms past its deadline + 50 ms after its caller cancelled it (under load, and
+in a cluster while redis-py refreshes its topology), and a cluster once answered 0.5 s past
+the breaker's open time + deadline. `make torture` reports each one as a violation; this
+slice fails on any other violation, on more than TIMING_COUNT of these, or on one past these
+margins (seconds)."""
 TIMING_COUNT: Final = 3
 
 
