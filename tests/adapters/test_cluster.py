@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import time
 from collections import Counter
@@ -45,6 +44,7 @@ from resilient_cache.acl import acl_rules
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.scripts import ScriptStore
 from resilient_cache.testing import LOOPBACK, free_port
+from tests.adapters.test_cancellation_swallowed import cancellation_storm
 from tests.conftest import CacheFactory
 from tests.servers import RedisServer
 from tests.topology import (
@@ -825,29 +825,6 @@ async def test_increments_against_a_frozen_node_are_never_applied_twice(
         assert 1 <= int(query(node.port, "GET", "n")) <= 1 + maybe
     finally:
         await adapter.aclose()
-
-
-async def cancellation_storm(adapter: RedisClusterAdapter, seconds: float, delay: float) -> int:
-    """Eight callers at a time cancel their own ``get`` after up to ``delay`` seconds; how
-    many cancelled calls returned a result instead of raising ``CancelledError``."""
-    swallowed = 0
-    rng = random.Random(7)
-
-    async def one() -> None:
-        nonlocal swallowed
-        task = asyncio.ensure_future(adapter.get(f"k{rng.randrange(20)}"))
-        done, _ = await asyncio.wait({task}, timeout=rng.uniform(0, delay))
-        asked = not done and task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return
-        swallowed += asked
-
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        await asyncio.gather(*(one() for _ in range(8)))
-    return swallowed
 
 
 async def test_a_cancelled_call_raises_even_when_redis_py_swallows_the_cancellation(
