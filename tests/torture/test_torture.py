@@ -38,11 +38,11 @@ def verdict(report: Report) -> str:
 
 TIMING: Final = {"deadline": 0.025, "heal": 2.0}
 """Open findings of the campaign (docs/resilience.md, "Open findings"): a call now and then
-comes back a few ms past its deadline + 50 ms after its caller cancelled it (under load, and
-in a cluster while redis-py refreshes its topology), and a cluster once answered 0.5 s past
-the breaker's open time + deadline. `make torture` reports each one as a violation; this
-slice fails on any other violation, on more than TIMING_COUNT of these, or on one past these
-margins (seconds)."""
+comes back a few ms past its deadline + 50 ms after its caller cancelled it (in the cluster,
+while a batch of thousands of keys holds the event loop ~100 ms), and the cluster twice
+answered 0.5-1.4 s past the breaker's open time + deadline after the faults stopped.
+`make torture` reports each one as a violation; this slice fails on any other violation, on
+more than TIMING_COUNT of these, or on one past these margins (seconds)."""
 TIMING_COUNT: Final = 3
 
 
