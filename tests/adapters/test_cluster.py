@@ -857,3 +857,25 @@ async def test_a_cancelled_call_raises_when_redis_py_turns_it_into_a_timeout(
             os.kill(node.proc.pid, signal.SIGCONT)
     finally:
         await adapter.aclose()
+
+
+async def test_the_first_read_after_a_primary_came_back_succeeds(
+    private_cluster: RedisClusterProcesses,
+) -> None:
+    """After a primary was killed, failed over and restarted, the adapter's pooled connection
+    to it is closed: a read goes again once on a new connection instead of failing (found by
+    the fault campaign: the failing ping, as a half-open probe, reopened the circuit)."""
+    cluster = private_cluster
+    adapter = RedisClusterAdapter.from_nodes(seeds(cluster))
+    try:
+        for i in range(30):
+            assert await adapter.set(f"k{i}", "v") == Success(None)
+        assert await adapter.ping() == Success(True)
+        primary = cluster.primaries()[0]
+        await asyncio.to_thread(cluster.kill, primary)
+        await asyncio.to_thread(cluster.wait_for_failover, primary)
+        await asyncio.to_thread(cluster.restart, primary)
+        assert await adapter.ping() == Success(True)
+        assert [await adapter.get(f"k{i}") for i in range(30)] == [Success("v")] * 30
+    finally:
+        await adapter.aclose()

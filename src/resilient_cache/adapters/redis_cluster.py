@@ -255,7 +255,7 @@ class RedisClusterAdapter(KeyCommands):
     ) -> T | CacheError:
         """Run ``work`` (redis-py calls) within the call's bound; its result or the error."""
         loop = asyncio.get_running_loop()
-        _, _, expiry = self._deadline(loop)
+        bound, _, expiry = self._deadline(loop)
         sent = False  # the topology refresh comes first: a failure there sent nothing
         before = cancellations()
         try:
@@ -263,7 +263,16 @@ class RedisClusterAdapter(KeyCommands):
                 if self._stale:
                     await self._refresh(loop.time())
                 sent = True
-                reply = await work()
+                try:
+                    reply = await work()
+                except rx.ConnectionError:
+                    if write or loop.time() >= bound:
+                        raise
+                    # a read, once more: redis-py keeps a node's pooled connections when the
+                    # node restarts, and the first command on one finds it closed (a
+                    # half-open breaker probe would then open the circuit again)
+                    check_not_swallowed(before)
+                    reply = await work()
                 check_not_swallowed(before)
                 return reply
             except asyncio.CancelledError:
