@@ -6,6 +6,7 @@ import pytest
 
 from resilient_cache import ConfigurationError, MemoryCache, Success
 from resilient_cache.testing import ManualClock
+from tests.fresh_python import python_output
 
 
 async def test_entries_expire_by_the_injected_clock(clock: ManualClock) -> None:
@@ -82,17 +83,13 @@ def test_manual_clock_never_goes_back() -> None:
 
 
 def test_importing_the_package_has_no_side_effects() -> None:
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     code = (
         "import socket, threading; before = threading.active_count();"
         "socket.socket.connect = lambda *a: (_ for _ in ()).throw(AssertionError('connect'));"
         "import resilient_cache, resilient_cache.testing;"
         "assert threading.active_count() == before; print(resilient_cache.__version__)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip()
+    assert python_output(code)
 
 
 async def test_a_pathological_pattern_is_refused_not_raised() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 import zlib
 from typing import Any
@@ -28,6 +27,7 @@ from resilient_cache import (
 )
 from resilient_cache.layers.compression import Algorithm, CompressionLayer
 from tests.conftest import CacheFactory
+from tests.fresh_python import python_output
 
 ALGORITHMS: list[Algorithm] = ["zstd", "zlib"]
 THRESHOLD = 64
@@ -410,11 +410,7 @@ def test_the_library_imports_and_compresses_without_zstandard() -> None:
         "from resilient_cache import MemoryCache\n"
         "print(CompressionLayer(MemoryCache()).algorithm)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "zlib"
+    assert python_output(script) == "zlib"
 
 
 async def test_the_batch_limits_are_the_inner_caches_not_the_layers() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import math
-import subprocess
 import sys
 from typing import Any
 
@@ -30,6 +29,7 @@ from resilient_cache import (
 from resilient_cache.layers._envelope import NONCE_BYTES, TAG_BYTES
 from resilient_cache.testing import ManualClock, ScriptedCache
 from tests.conftest import CacheFactory
+from tests.fresh_python import python_output
 from tests.servers import RedisServer
 
 KEY_1 = bytes(range(32))
@@ -522,11 +522,7 @@ def test_the_library_imports_without_cryptography() -> None:
         "except ConfigurationError as exc:\n"
         "    print(exc.setting)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "encryption"
+    assert python_output(script) == "encryption"
 
 
 @pytest.mark.parametrize(

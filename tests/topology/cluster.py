@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import pytest
 from redis.crc import key_slot
 
-from resilient_cache.testing import LOOPBACK, RedisServer, free_port
+from resilient_cache.testing import LOOPBACK, RedisServer, Started, free_port
 from tests.servers import require_binary
 from tests.topology.common import (
     CLUSTER_BUS_OFFSET,
@@ -134,7 +133,7 @@ class NodeView:
         )
 
 
-class RedisClusterProcesses:
+class RedisClusterProcesses(Started):
     """A Redis Cluster of ``primaries`` x (1 + ``replicas``) redis-server processes.
 
     ``start()`` picks free loopback ports (client and cluster-bus ports both free), starts
@@ -259,18 +258,6 @@ class RedisClusterProcesses:
         """Stop every node by its PID (SIGTERM, then SIGKILL) and remove its directory."""
         for node in self.nodes:
             node.cleanup()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # addresses
 

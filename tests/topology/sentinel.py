@@ -6,13 +6,12 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import redis
 
-from resilient_cache.testing import LOOPBACK, RedisServer, ServerProcess
+from resilient_cache.testing import LOOPBACK, RedisServer, ServerProcess, Started
 from tests.topology.common import (
     FAST_SYNC,
     Address,
@@ -78,7 +77,7 @@ class SentinelServer(ServerProcess):
         return f"<SentinelServer {LOOPBACK}:{self.port}>"
 
 
-class RedisSentinelProcesses:
+class RedisSentinelProcesses(Started):
     """A master, ``replicas`` replicas and ``sentinels`` sentinels watching them.
 
     The sentinels' configuration names each other (``known-sentinel``) and the replica
@@ -164,18 +163,6 @@ class RedisSentinelProcesses:
         """Stop the sentinels then the data nodes by PID, and remove their directories."""
         for process in [*self.sentinel_servers, *self.servers]:
             process.cleanup()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # addresses
 

@@ -40,7 +40,6 @@ from resilient_cache import (
     CacheSettings,
     CircuitBreakerLayer,
     Failure,
-    Layer,
     NearCacheLayer,
     Success,
     build_cache,
@@ -253,15 +252,6 @@ def _silent_logger() -> Any:
     return structlog.wrap_logger(None, processors=[drop])
 
 
-def _find(cache: CacheProtocol, kind: type[Any]) -> Any:
-    while True:
-        if isinstance(cache, kind):
-            return cache
-        if not isinstance(cache, Layer):
-            return None
-        cache = cache.inner
-
-
 def _settings(
     deployment: Deployment, shape: str, namespace: str, socket_timeout: float | None = None
 ) -> CacheSettings:
@@ -302,23 +292,19 @@ def build_shape(
         adapter = build_backend(settings)
         return Shape(shape, [adapter], adapter, adapter, None, settings.deadline,
                      settings.bulk_deadline, [adapter.aclose])  # fmt: skip
-    count = 2 if shape == "near_cache" else 1
-    instances: list[CacheProtocol] = []
-    closers: list[Callable[[], Awaitable[None]]] = []
-    for n in range(count):
-        stack = build_cache(settings, registry=CollectorRegistry(), logger=_silent_logger())
-        instances.append(stack)
-        closers.append(stack.aclose)
-        near = _find(stack, NearCacheLayer)
+    stacks = [
+        build_cache(settings, registry=CollectorRegistry(), logger=_silent_logger())
+        for _ in range(2 if shape == "near_cache" else 1)
+    ]
+    for n, stack in enumerate(stacks):
+        near = stack.find(NearCacheLayer)
         if near is not None:
-            near.source.add_listener(lambda keys, n=n: on_invalidation(n, keys))
-    first = instances[0]
-    near = _find(first, NearCacheLayer)
+            near.source.add_listener(functools.partial(on_invalidation, n))
+    first = stacks[0]
+    near = first.find(NearCacheLayer)
     reader = near.inner if near is not None else first
-    backend = backend_of(first)
-    breaker = _find(first, CircuitBreakerLayer)
-    return Shape(shape, instances, reader, backend, breaker, settings.deadline,
-                 settings.bulk_deadline, closers)  # fmt: skip
+    return Shape(shape, list(stacks), reader, backend_of(first), first.find(CircuitBreakerLayer),
+                 settings.deadline, settings.bulk_deadline, [s.aclose for s in stacks])  # fmt: skip
 
 
 # -- one worker's calls -------------------------------------------------------------------
@@ -698,7 +684,7 @@ class Worker:
 # -- cycles --------------------------------------------------------------------------------
 
 
-def _resources(shape: Shape) -> dict[str, int]:
+def _resources() -> dict[str, int]:
     with open("/proc/self/statm") as statm:
         rss_pages = int(statm.read().split()[1])
     return {
@@ -825,7 +811,7 @@ async def run_shape(  # noqa: PLR0917
         model.invalidated(instance, keys, time.monotonic())
 
     gc.collect()
-    before = _resources_plain()
+    before = _resources()
     shape = build_shape(deployment, shape_name, namespace, on_invalidation, socket_timeout)
     run = Run(deployment.name, shape, model, lag, seed)
     samples: list[dict[str, int]] = []
@@ -838,7 +824,7 @@ async def run_shape(  # noqa: PLR0917
             if max_calls is not None and run.stats.calls >= max_calls:
                 break
             await _cycle(run, deployment, rng, workers)
-            samples.append(_resources(shape))
+            samples.append(_resources())
     finally:
         gc.unfreeze()
         await run.loop_lag.stop()
@@ -846,13 +832,9 @@ async def run_shape(  # noqa: PLR0917
     run.stats.seconds = time.monotonic() - began
     await asyncio.sleep(0.1)
     gc.collect()
-    after = _resources_plain()
+    after = _resources()
     _judge_resources(run, before, after, samples)
     return run
-
-
-def _resources_plain() -> dict[str, int]:
-    return {"tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))}
 
 
 def _judge_resources(

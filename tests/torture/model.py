@@ -181,11 +181,8 @@ class _Index:
     # with the latest start among those ending up to each position
     ends: dict[int | None, list[float]] = field(default_factory=dict)
     latest_start: dict[int | None, list[float]] = field(default_factory=dict)
-    # the earliest moment something may have removed the key (removal, expire, ttl)
-    absent_from: float = math.inf
-    # the earliest end of an acknowledged value write, by instance (None: any)
-    first_value_end: dict[int | None, float] = field(default_factory=dict)
-    first_value_start: float = math.inf
+    first_value_start: float = math.inf  # the earliest start of a write of a value
+    # acknowledged writes of a value (not removals), arranged like ``ends``/``latest_start``
     value_ends: dict[int | None, list[float]] = field(default_factory=dict)
     value_latest_start: dict[int | None, list[float]] = field(default_factory=dict)
     expire_ends: list[float] = field(default_factory=list)
@@ -304,26 +301,13 @@ class Model:
             e.kind == "lossy" and e.start - LOSS_WINDOW <= op.end <= e.end for e in self.events
         )
 
-    def _binds(self, barrier: Op, read: Op) -> bool:
-        """Whether an acknowledged write binds ``read`` (it must see it or something newer)."""
-        if not barrier.acked or barrier.end >= read.start:
+    def _binds(self, barrier: Op, read: Op, key: str) -> bool:
+        """Whether an acknowledged write binds ``read`` (it must see it or something newer):
+        through a near cache, another instance's write binds once this instance processed
+        an invalidation of the key after that write ended."""
+        if not barrier.acked or barrier.end >= read.start or self._maybe_lost(barrier):
             return False
-        if self._maybe_lost(barrier):
-            return False
-        cross = barrier.instance != read.instance and read.instance >= 0
-        if self.near_cache and cross:
-            # another instance's write: binds once this instance processed an invalidation
-            # of the key after that write ended
-            return any(
-                barrier.end <= t < read.start for t in self._invalidation_times(read, barrier)
-            )
-        return True
-
-    def _invalidation_times(self, read: Op, barrier: Op) -> Iterator[float]:
-        per_key = self.invalidations[read.instance]
-        yield from per_key[None]
-        for key in barrier.writes or read.reads:
-            yield from per_key.get(key, ())
+        return barrier.instance == read.instance or self._told(read, key, barrier.end)
 
     # -- judging -----------------------------------------------------------------------
 
@@ -333,37 +317,24 @@ class Model:
             return index
         index = self._index[key] = _Index()
         barriers: dict[int | None, list[Op]] = defaultdict(list)
-        for op, token in self._writes_to(key):
-            if not op.may_have_applied:
-                continue
-            index.by_token[token].append(op)
-            if token is None:
-                index.absent_from = min(index.absent_from, op.start)
-            else:
-                index.first_value_start = min(index.first_value_start, op.start)
-                if op.ttl is not None:
-                    index.absent_from = min(index.absent_from, op.start + op.ttl - EXPIRY_SLACK)
-                if op.acked and not self._maybe_lost(op):
-                    for who in (None, op.instance):
-                        index.first_value_end[who] = min(
-                            index.first_value_end.get(who, math.inf), op.end
-                        )
-            if op.acked and not self._maybe_lost(op):
-                barriers[None].append(op)
-                barriers[op.instance].append(op)
         removals: list[tuple[float, float]] = []  # when each removal may have happened
         for op, token in self._writes_to(key):
             if not op.may_have_applied:
                 continue
+            index.by_token[token].append(op)
             landed_by = op.end if op.acked else math.inf  # unacknowledged: any time later
             if token is None:
                 removals.append((op.start, landed_by))
-            elif op.ttl is not None:
-                removals.append((op.start + op.ttl - EXPIRY_SLACK,
-                                 landed_by + op.ttl + EXPIRY_SLACK))  # fmt: skip
+            else:
+                index.first_value_start = min(index.first_value_start, op.start)
+                if op.ttl is not None:
+                    removals.append((op.start + op.ttl - EXPIRY_SLACK,
+                                     landed_by + op.ttl + EXPIRY_SLACK))  # fmt: skip
+            if op.acked and not self._maybe_lost(op):
+                barriers[None].append(op)
+                barriers[op.instance].append(op)
         for op in self.by_key.get(key, ()):
             if op.expire_key == key and op.may_have_applied:
-                index.absent_from = min(index.absent_from, op.start)
                 index.expire_ends.append(op.end if op.acked else math.inf)
                 seconds = op.expire_seconds or 0
                 landed_by = op.end if op.acked else math.inf
@@ -510,7 +481,7 @@ class Model:
         for op, _tok in self._writes_to(key):
             if op is writer or op.start <= written_end:
                 continue
-            if self._binds(op, read):
+            if self._binds(op, read, key):
                 return f"overwritten by #{op.id} ({op.method}, acknowledged at {op.end:.3f})"
         return self._wiped(read, written_end)
 
@@ -521,11 +492,11 @@ class Model:
         return None
 
     def _told(self, read: Op, key: str, after: float) -> bool:
-        """Whether ``read``'s instance can be expected to know of a change at ``after``."""
-        if not self.near_cache:
+        """Whether ``read``'s instance can be expected to know of a change at ``after``: at
+        once without a near cache, else once it processed an invalidation of the key since."""
+        if not self.near_cache or read.instance < 0:
             return True
-        per_key = self.invalidations[read.instance]
-        return any(after <= t < read.start for t in (*per_key[None], *per_key.get(key, ())))
+        return self._told_at(read.instance, key, read.start) >= after
 
     def _judge_presence(self, read: Op, key: str, present: bool) -> tuple[str, str] | None:
         index = self._indexed(key)

@@ -22,7 +22,7 @@ import os
 import random
 import signal
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import redis
 
-from resilient_cache.testing import LOOPBACK, RedisServer, free_port
+from resilient_cache.testing import LOOPBACK, RedisServer, Started, free_port
 from resilient_cache.testing.toxiproxy import Proxy, Stream, Toxiproxy, ToxiproxyServer
 from tests.topology import RedisClusterProcesses, RedisSentinelProcesses
 from tests.topology.common import try_query
@@ -39,6 +39,8 @@ from tests.torture.model import Event
 TOXICS: Final = (
     "latency", "timeout", "reset_peer", "slow_close", "limit_data", "slicer", "bandwidth",
 )  # fmt: skip
+MAXCLIENTS: Final = 10_000
+"""redis-server's default ``maxclients``, restored after the fault that lowers it."""
 BULK_KEYS: Final = 200_000
 """Keys of the large dataset a ``loading`` restart reads back (about 0.2-0.5 s of LOADING)."""
 
@@ -66,24 +68,25 @@ def admin(port: int, *args: str, timeout: float = 2.0) -> Any:
         client.close()
 
 
+def undo_settings(port: int) -> None:
+    """Undo what the faults set on a server: a client pause, maxmemory, maxclients."""
+    admin(port, "CLIENT", "UNPAUSE")
+    admin(port, "CONFIG", "SET", "maxmemory", "0")
+    admin(port, "CONFIG", "SET", "maxclients", str(MAXCLIENTS))
+
+
 def signal_pid(server: Any, sig: signal.Signals) -> None:
     proc = getattr(server, "proc", None)
     if proc is not None and proc.poll() is None:
         os.kill(proc.pid, sig)
 
 
-class Deployment(ABC):
+class Deployment(Started):
     """A running topology: how to reach it, what can be done to it, how to repair it."""
 
     name: str
     faults: dict[str, tuple[float, Callable[[Any, random.Random, float], Awaitable[Fault]]]]
     """kind -> (weight, fault)"""
-
-    @abstractmethod
-    def start(self) -> None: ...
-
-    @abstractmethod
-    def cleanup(self) -> None: ...
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -229,7 +232,7 @@ async def _maxclients(port: int, seconds: float) -> Fault:
         fault.params["maxclients"] = clients
         await asyncio.sleep(seconds)
     finally:
-        await asyncio.to_thread(held.config_set, "maxclients", 10000)
+        await asyncio.to_thread(held.config_set, "maxclients", MAXCLIENTS)
         held.close()
         fault.end = time.monotonic()
     return fault
@@ -290,12 +293,8 @@ class Standalone(Deployment):
             self.server.start()
             lost.append(Event("wipe", began, time.monotonic(), "found dead, restarted empty"))
         self.toxiproxy.client.reset()  # every proxy enabled, every toxic gone
-        port = self.server.port
-        for args in (
-            ("CLIENT", "UNPAUSE"), ("CONFIG", "SET", "maxmemory", "0"),
-            ("CONFIG", "SET", "maxclients", "10000"), ("REPLICAOF", "NO", "ONE"),
-        ):  # fmt: skip
-            admin(port, *args)
+        undo_settings(self.server.port)
+        admin(self.server.port, "REPLICAOF", "NO", "ONE")
         return lost
 
     def data_ports(self) -> list[int]:
@@ -424,11 +423,7 @@ class Cluster(Deployment):
         self.toxiproxy.client.reset()
         self.cluster.heal(timeout=60)
         for node in self.cluster.nodes:
-            for args in (
-                ("CLIENT", "UNPAUSE"), ("CONFIG", "SET", "maxmemory", "0"),
-                ("CONFIG", "SET", "maxclients", "10000"),
-            ):  # fmt: skip
-                admin(node.port, *args)
+            undo_settings(node.port)
         # a node found dead comes back as a replica and resyncs: like a failover
         return [Event("lossy", began, time.monotonic(), "node restarted")] if dead else []
 
@@ -541,11 +536,7 @@ class Sentinel(Deployment):
                 server.start()
         self.deployment.wait_agreed(60)
         for server in self.deployment.servers:
-            for args in (
-                ("CLIENT", "UNPAUSE"), ("CONFIG", "SET", "maxmemory", "0"),
-                ("CONFIG", "SET", "maxclients", "10000"),
-            ):  # fmt: skip
-                admin(server.port, *args)
+            undo_settings(server.port)
         return [Event("lossy", began, time.monotonic(), "server restarted")] if dead else []
 
     def unplanned(self) -> list[str]:

@@ -41,6 +41,7 @@ __all__ = [
     "RedisServer",
     "ScriptedCache",
     "ServerProcess",
+    "Started",
     "free_port",
 ]
 
@@ -184,7 +185,32 @@ def stop_process(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
         proc.wait(timeout=5)
 
 
-class ServerProcess(ABC):
+class Started(ABC):
+    """Something a test starts and must clean up: a context manager over :meth:`start` and
+    :meth:`cleanup` (a server, a whole deployment of them)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start it and wait until it is ready."""
+
+    @abstractmethod
+    def cleanup(self) -> None:
+        """Stop everything it started, by PID, and remove its files."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class ServerProcess(Started):
     """A server of the tests' own: free loopback port, private directory, stopped by PID.
 
     Subclasses give the command line and how to tell that the server answers. Use one as a
@@ -256,18 +282,6 @@ class ServerProcess(ABC):
         """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
 
 class RedisServer(ServerProcess):
