@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import functools
 import gc
@@ -370,6 +371,25 @@ class Run:
         self.active: dict[int, tuple[str, float]] = {}  # faults under way: id -> kind, start
         self.recent: list[tuple[str, float, float]] = []  # faults of this cycle
         self.loop_lag = LoopLag()
+        self.in_flight: dict[int, Op] = {}
+        self.ended: collections.deque[Op] = collections.deque(maxlen=256)
+
+    def overlapping(self, op: Op, most: int = 6) -> str:
+        """The longest other calls that ran while ``op`` did (what held the event loop)."""
+        now = time.monotonic()
+        others = [
+            other for other in (*self.in_flight.values(), *self.ended)
+            if other is not op and other.start <= op.end and min(other.end, now) >= op.start
+        ]  # fmt: skip
+        others.sort(key=lambda o: min(o.end, now) - o.start, reverse=True)
+        return (
+            ", ".join(
+                f"#{o.id} {o.method}{f' ({o.note})' if o.note else ''} "
+                f"{(min(o.end, now) - o.start) * 1000:.0f} ms"
+                for o in others[:most]
+            )
+            or "none"
+        )
 
     def faults_during(self, start: float, end: float) -> str:
         found = [
@@ -544,11 +564,15 @@ class Worker:
         return (lambda: cache.set_many(entries, ttl)), lambda v: None
 
     async def call(self, method: str) -> None:
-        op = self.run.op(self.instance, method)
+        run = self.run
+        op = run.op(self.instance, method)
+        run.in_flight[op.id] = op
         try:
             await self._call(op)
         finally:
-            self.run.model.record(op)
+            del run.in_flight[op.id]
+            run.ended.append(op)
+            run.model.record(op)
 
     async def _call(self, op: Op) -> None:  # noqa: PLR0915 - one call, judged
         run, rng, method = self.run, self.rng, op.method
@@ -649,7 +673,8 @@ class Worker:
                     f"{run.loop_lag.stall(op.start, op.end) * 1000:.1f} ms, of which garbage "
                     f"collection {run.loop_lag.gc_pause(op.start, op.end) * 1000:.1f} ms)"
                     f"{' after the caller cancelled' if cancelled else ''}; faults: "
-                    f"{run.faults_during(op.start, op.end)}",
+                    f"{run.faults_during(op.start, op.end)}; calls alongside: "
+                    f"{run.overlapping(op)}",
                     excess=over - SLACK - stall,
                 )
             else:

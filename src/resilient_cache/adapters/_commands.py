@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
+from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection
+
 from resilient_cache.adapters import _scripts
 from resilient_cache.adapters._errors import is_noscript
 from resilient_cache.adapters.redis_options import RedisOptions
@@ -43,6 +46,18 @@ from resilient_cache.domain.validation import (
 
 SCAN_COUNT: Final = 1000
 """Keys asked of one ``SCAN`` step by ``delete_pattern`` and ``flush``."""
+
+# redis-py 8 checks a pooled connection without reading; older releases only have the reading check
+_HAS_CAN_READ: Final = hasattr(AbstractConnection, "can_read")
+
+
+async def went_away(conn: Any) -> bool:
+    """Whether a connected, idle connection has unread data or its end of stream: the server
+    restarted, timed it out or killed it meanwhile, and a command sent on it would fail."""
+    try:
+        return bool(await (conn.can_read() if _HAS_CAN_READ else conn.can_read_destructive()))
+    except (rx.ConnectionError, OSError):
+        return True
 
 
 def cancellations() -> int:

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
+from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -41,6 +41,7 @@ from resilient_cache.adapters._commands import (
     cancellations,
     check_not_swallowed,
     swallowed,
+    went_away,
 )
 from resilient_cache.adapters._errors import PoolTimeoutError, partial, to_error
 from resilient_cache.adapters._pool import Pool
@@ -64,9 +65,6 @@ from resilient_cache.domain.validation import (
 )
 
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
-
-# redis-py 8 checks a pooled connection without reading; 5.x only has the reading check
-_HAS_CAN_READ: Final = hasattr(AbstractConnection, "can_read")
 
 
 class RedisAdapter(KeyCommands):
@@ -400,12 +398,7 @@ class RedisAdapter(KeyCommands):
                 self._spoilt.discard(conn)
                 stale = True
             else:
-                try:
-                    stale = await (
-                        conn.can_read() if _HAS_CAN_READ else conn.can_read_destructive()
-                    )
-                except (rx.ConnectionError, OSError):
-                    stale = True
+                stale = await went_away(conn)
             if not stale:
                 return False
             # unread data or EOF: a restart, an idle timeout or a kill on the server side

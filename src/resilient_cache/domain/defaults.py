@@ -26,6 +26,10 @@ event loop long (100,000 keys of 1 KiB took 1.1 s and blocked the loop)."""
 MAX_BATCH_BYTES: Final = 10 * 1024 * 1024
 """Keys and values of one ``set_many`` together, in UTF-8 bytes (200 values of 1 MiB took
 2.2 s to pack and send, the loop blocked throughout)."""
+BATCH_SLICE: Final = 256
+"""Items of a batch worked through (encoded, compressed, sealed, packed, read) between two
+turns given to the event loop: a batch at the limits never holds it more than a millisecond
+or two at a time, whatever else runs beside it."""
 
 # -- the connection (RedisOptions) ------------------------------------------------------
 CONNECT_TIMEOUT: Final = 0.5

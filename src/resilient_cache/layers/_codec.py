@@ -9,10 +9,12 @@ written once, here. Size limits are the inner cache's, applied to what is stored
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from dataclasses import replace
 from typing import Final, TypeVar
 
+from resilient_cache.domain.defaults import BATCH_SLICE
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
@@ -123,7 +125,9 @@ class ValueCodecLayer(Layer):
             return result
         found: dict[str, str | None] = {}
         errors: list[CacheError] = []
-        for key, stored in result.value.items():
+        for n, (key, stored) in enumerate(result.value.items()):
+            if n and not n % BATCH_SLICE:
+                await asyncio.sleep(0)  # a turn for the other tasks (see BATCH_SLICE)
             opened = Success(None) if stored is None else self._read("get_many", key, stored)
             if isinstance(opened, Failure):
                 errors.append(opened.error)
@@ -155,7 +159,9 @@ class ValueCodecLayer(Layer):
         limits = limits_of(self._inner)
         written: dict[str, str] = {}
         total = 0
-        for key, raw_key, value, raw in rows:
+        for n, (key, raw_key, value, raw) in enumerate(rows):
+            if n and not n % BATCH_SLICE:
+                await asyncio.sleep(0)  # a turn for the other tasks; nothing was sent yet
             stored = written[key] = self._write(key, value, raw)
             total += len(raw_key) + len(stored.encode())
             if total > limits.max_batch_bytes:
