@@ -35,7 +35,8 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # CI (e.g. CI=true) is passed through to pytest unchanged: it is inherited from the environment.
 
 # What `make test-floors` runs: the suites that exercise each dependency for real.
-FLOORS_TESTS := tests/test_contract.py tests/faults tests/test_docs.py tests/patterns
+FLOORS_TESTS := tests/test_contract.py tests/faults tests/test_docs.py tests/patterns \
+	tests/adapters/test_cluster.py
 
 .PHONY: help venv deps test lint typecheck format demo bench lock test-floors test-latest \
 	test-stress torture clean

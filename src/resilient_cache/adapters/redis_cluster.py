@@ -552,21 +552,28 @@ async def _on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
     """Send ``commands`` on one connection of ``node`` and read every reply, in order.
 
     An error reply stays in its place (the connection stays in step). A pooled connection
-    the node closed meanwhile (a restart, a kill) is reopened before anything is sent.
-    Packing and reading yield to the event loop every :data:`BATCH_SLICE` commands: replies
-    already buffered are parsed without suspending. Any exception, a cancellation
-    included, leaves replies unread: the connection is closed before it goes back.
+    the node closed meanwhile (a restart, a kill) is reopened before anything is sent. The
+    commands are packed a slice at a time, yielding to the event loop in between, then
+    written at once (a health check redis-py finds due runs before anything is sent, never
+    between two slices); reading yields every :data:`BATCH_SLICE` replies, since replies
+    already buffered are parsed without suspending. A failure leaves replies unread: the
+    connection is closed before it goes back, the replies read so far are kept and the
+    failure, tagged with the node, stands for each of the others. A cancellation is raised.
     """
     connection = node.acquire_connection()
+    replies: list[Any] = []
     try:
+        marked = getattr(node, "disconnect_if_needed", None)  # redis-py 8: marked to reconnect
+        if marked is not None:
+            await marked(connection)
         if connection.is_connected and await went_away(connection):
             await connection.disconnect()
+        packed: list[bytes] = []
         for start in range(0, len(commands), BATCH_SLICE):
             if start:
                 await asyncio.sleep(0)
-            packed = connection.pack_commands(commands[start : start + BATCH_SLICE])
-            await connection.send_packed_command(packed)
-        replies: list[Any] = []
+            packed += connection.pack_commands(commands[start : start + BATCH_SLICE])
+        await connection.send_packed_command(packed)
         for index in range(len(commands)):
             if index and not index % BATCH_SLICE:
                 await asyncio.sleep(0)
@@ -575,11 +582,19 @@ async def _on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
             except rx.ResponseError as exc:
                 replies.append(exc)
         return replies
+    except Exception as exc:
+        await connection.disconnect(nowait=True)
+        exc.connection = node  # type: ignore[attr-defined]  # as redis-py tags it, for _error
+        return replies + [exc] * (len(commands) - len(replies))
     except BaseException:
         await connection.disconnect(nowait=True)
         raise
     finally:
-        node.release(connection)
+        release = getattr(node, "release", None)
+        if release is not None:
+            release(connection)
+        else:  # redis-py before 8 puts a connection back itself
+            node._free.append(connection)
 
 
 def _place(replies: list[Any], indexes: list[int], outcome: Any) -> None:
