@@ -27,10 +27,13 @@ import multiprocessing
 import os
 import random
 import statistics
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -49,6 +52,7 @@ from resilient_cache.bootstrap import build_backend
 from resilient_cache.domain import defaults
 from resilient_cache.domain.protocol import JsonValue
 from resilient_cache.layers.base import backend_of
+from resilient_cache.testing.toxiproxy import ToxiproxyError
 from tests.servers import require_binary_path
 from tests.torture.model import Event, Model, Op, Violation, ident
 from tests.torture.world import Cluster, Deployment, Fault, Sentinel, Standalone
@@ -112,6 +116,23 @@ def _run_delay() -> float:
         return 0.0
 
 
+HELD_AFTER: Final = 0.02
+"""A ticker this late means the loop is held: where, is sampled (every 5 ms)."""
+
+
+def _where(frame: Any) -> str:
+    """The innermost frames of a stack, and the innermost in the library, as ``file:line``."""
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    ours = next((f for f in frames if "resilient_cache" in f.f_code.co_filename), None)
+    chosen = [*frames[:2], *([ours] if ours is not None and ours not in frames[:2] else [])]
+    return " < ".join(
+        f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}" for f in chosen
+    )
+
+
 class LoopLag:
     """How late this process's event loop ran a 5 ms ticker (the loop blocked, by anyone)."""
 
@@ -123,6 +144,9 @@ class LoopLag:
         self.gc_pauses = [0.0] * RING
         self._gc_began = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.beat = time.monotonic()
+        self.held: dict[int, collections.Counter[str]] = {}  # bucket -> where the loop was
+        self._watching = False
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
@@ -147,8 +171,34 @@ class LoopLag:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._tick())
         gc.callbacks.append(self._on_gc)
+        self._watching = True
+        loop_thread = threading.get_ident()
+        threading.Thread(target=self._watch, args=(loop_thread,), daemon=True).start()
+
+    def _watch(self, loop_thread: int) -> None:
+        """While the ticker is late, sample where the loop's thread is (what holds it)."""
+        while self._watching:
+            time.sleep(0.005)
+            now = time.monotonic()
+            if now - self.beat < HELD_AFTER:
+                continue
+            frame = sys._current_frames().get(loop_thread)
+            if frame is None:
+                continue
+            bucket = int(now / BUCKET)
+            self.held.setdefault(bucket, collections.Counter())[_where(frame)] += 1
+            for old in [b for b in self.held if b < bucket - RING]:
+                del self.held[old]
+
+    def held_in(self, start: float, end: float, most: int = 3) -> str:
+        """Where the loop was held longest between ``start`` and ``end`` (5 ms samples)."""
+        found: collections.Counter[str] = collections.Counter()
+        for bucket in range(int(start / BUCKET), int(end / BUCKET) + 2):
+            found.update(self.held.get(bucket, {}))
+        return "; ".join(f"{where} x{n}" for where, n in found.most_common(most)) or "nowhere"
 
     async def stop(self) -> None:
+        self._watching = False
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
         if self.task is not None:
@@ -161,7 +211,7 @@ class LoopLag:
         while True:
             expected = time.monotonic() + 0.005
             await asyncio.sleep(0.005)
-            now = time.monotonic()
+            now = self.beat = time.monotonic()
             bucket = int(now / BUCKET)
             i = bucket % RING
             late = max(0.0, now - expected)
@@ -674,7 +724,8 @@ class Worker:
                     f"collection {run.loop_lag.gc_pause(op.start, op.end) * 1000:.1f} ms)"
                     f"{' after the caller cancelled' if cancelled else ''}; faults: "
                     f"{run.faults_during(op.start, op.end)}; calls alongside: "
-                    f"{run.overlapping(op)}",
+                    f"{run.overlapping(op)}; the loop held in: "
+                    f"{run.loop_lag.held_in(op.start, op.end)}",
                     excess=over - SLACK - stall,
                 )
             else:
@@ -751,9 +802,29 @@ async def _faults(run: Run, deployment: Deployment, rng: random.Random, span: fl
     return [f for f in done if f is not None]
 
 
+def _toxiproxy_state(deployment: Deployment) -> str:
+    """Whether the deployment's toxiproxy-server still runs, and the end of its log."""
+    server = getattr(deployment, "toxiproxy", None)
+    proc = getattr(server, "proc", None)
+    if server is None or proc is None:
+        return "no toxiproxy-server"
+    code = proc.poll()
+    state = "still running" if code is None else f"exited with {code}"
+    text = server.log_path.read_text(errors="replace")
+    lines = text.splitlines()[-40:]
+    kept = Path("build") / f"torture-toxiproxy-{proc.pid}.log"  # cleanup removes the original
+    kept.parent.mkdir(exist_ok=True)
+    kept.write_text(text)
+    return f"toxiproxy-server {state}; its log kept in {kept}; it ends:\n" + "\n".join(lines)
+
+
 async def _heal(run: Run, deployment: Deployment) -> None:
     """Repair the deployment, then time the stack's return (``ping`` every 10 ms)."""
-    for event in await asyncio.to_thread(deployment.heal):
+    try:
+        events = await asyncio.to_thread(deployment.heal)
+    except ToxiproxyError as exc:  # the campaign's own tool failed, not the library
+        raise RuntimeError(f"{exc}\n{_toxiproxy_state(deployment)}") from exc
+    for event in events:
         run.model.event(event)
     for why in await asyncio.to_thread(deployment.unplanned):
         now = time.monotonic()

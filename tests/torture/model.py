@@ -57,6 +57,8 @@ LOSS_WINDOW: Final = 1.0
 replica may lag its primary this long (asynchronous replication)."""
 
 UNKNOWN_END: Final = math.inf
+SHRINK_BUDGET: Final = 400
+"""Trials of the model the search for a violation's shortest history may take."""
 
 
 @dataclass(slots=True, eq=False)
@@ -407,24 +409,74 @@ class Model:
                 times.sort()
         violations: list[Violation] = []
         for op in self.ops:
-            for key, got in op.reads.items():
-                found = self._judge_read(op, key, got)
+            for key in (*op.reads, *self._counted(op)):
+                found = self._judge(op, key)
                 if found:
-                    violations.append(self._violation(found[0], found[1], key))
-            if op.counter_reply is not None and op.outcome == "ok":
-                ((key, delta),) = op.deltas.items()
-                found2 = self._judge_counter(op, key, op.counter_reply - delta, own=op)
-                if found2:
-                    violations.append(self._violation(found2[0], found2[1], key))
+                    violations.append(self._violation(found[0], found[1], key, op))
         return violations
 
-    def _violation(self, invariant: str, detail: str, key: str) -> Violation:
-        history = [op.describe() for op in self._about(key)]
+    def _counted(self, op: Op) -> tuple[str, ...]:
+        """The counter an acknowledged increment or decrement replied about."""
+        if op.counter_reply is not None and op.outcome == "ok":
+            return tuple(op.deltas)
+        return ()
+
+    def _judge(self, op: Op, key: str) -> tuple[str, str] | None:
+        """What ``op`` broke about ``key`` (a read of it, or a counter's reply)."""
+        if key in op.reads:
+            return self._judge_read(op, key, op.reads[key])
+        delta = op.deltas[key]
+        assert op.counter_reply is not None
+        return self._judge_counter(op, key, op.counter_reply - delta, own=op)
+
+    def _violation(self, invariant: str, detail: str, key: str, culprit: Op) -> Violation:
+        about = self._about(key)
+        shortest = self.shortest_history(key, culprit, invariant)
+        history = [op.describe() for op in shortest]
+        history.append(
+            f"(the shortest history found that still breaks the rule: {len(shortest)} of the "
+            f"cycle's {len(about)} calls on {key!r}; replay the seed for them all)"
+        )
         history += [f"event {e.kind} [{e.start:.3f}, {e.end:.3f}]: {e.why}" for e in self.events]
         state = self.state.get(key)
         if state is not None:
             history.insert(0, f"at cycle start ({self.cycle_start:.3f}): {state}")
         return Violation(invariant, f"key {key!r}: {detail}", tuple(history))
+
+    def shortest_history(
+        self, key: str, culprit: Op, invariant: str, budget: int = SHRINK_BUDGET
+    ) -> list[Op]:
+        """The fewest of the cycle's calls on ``key`` that, with ``culprit``, still break
+        ``invariant`` (delta debugging: drop runs of calls, halving the run, while the model
+        still finds the violation; at most ``budget`` trials). ``culprit`` comes last."""
+        kept = [op for op in self._about(key) if op is not culprit]
+        run = max(1, len(kept) // 2)
+        while budget > 0:
+            start, dropped = 0, False
+            while start < len(kept) and budget > 0:
+                budget -= 1
+                trial = kept[:start] + kept[start + run :]
+                if self._still_breaks(key, culprit, invariant, trial):
+                    kept, dropped = trial, True
+                else:
+                    start += run
+            if run == 1 and not dropped:
+                break
+            run = max(1, run // 2)
+        return [*kept, culprit]
+
+    def _still_breaks(self, key: str, culprit: Op, invariant: str, ops: list[Op]) -> bool:
+        trial = Model([key], near_cache=self.near_cache)
+        trial.state = {key: self.state[key]}
+        trial.events = self.events
+        trial.invalidations = self.invalidations
+        trial.cycle_start = self.cycle_start
+        trial.refused_tokens = self.refused_tokens
+        trial.cycle_refused = self.cycle_refused
+        for op in sorted((*ops, culprit), key=lambda o: o.id):
+            trial.record(op)
+        found = trial._judge(culprit, key)
+        return found is not None and found[0] == invariant
 
     def _judge_read(self, read: Op, key: str, got: Any) -> tuple[str, str] | None:
         if key.startswith("c:"):

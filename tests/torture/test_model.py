@@ -174,3 +174,23 @@ def test_a_matching_pattern_removes_and_a_wipe_forgets() -> None:
     m2.event(Event("wipe", 3, 4, "SIGKILL"))
     op(m2, "get", 5, 6, reads={"s:0": "s:0|1|"})
     assert invariants(m2) == ["stale"]
+
+
+def test_a_violation_shows_the_shortest_history_that_still_breaks_the_rule() -> None:
+    """Of 42 calls on the key, the stale read needs three: the write of the value it read,
+    the acknowledged write it missed, and itself."""
+    m = model()
+    op(m, "set", 1, 2, writes={"s:0": "s:0|1|"})
+    for i in range(20):  # reads of the first value while it was current, and other keys
+        op(m, "get", 3 + i * 0.01, 3.005 + i * 0.01, reads={"s:0": "s:0|1|"})
+        op(m, "set", 3 + i * 0.01, 3.005 + i * 0.01, writes={"s:1": f"s:1|{i}|"})
+    op(m, "set", 4, 5, writes={"s:0": "s:0|2|"})
+    for i in range(19):
+        op(m, "get", 6 + i * 0.01, 6.005 + i * 0.01, reads={"s:0": "s:0|2|"})
+    stale = op(m, "get", 7, 8, reads={"s:0": "s:0|1|"})
+    (violation,) = m.check_cycle()
+    assert violation.invariant == "stale"
+    calls = [line for line in violation.history if line.startswith("#")]
+    assert len(calls) == 3, violation.history
+    assert "s:0|1|" in calls[0] and "s:0|2|" in calls[1] and calls[2].startswith(f"#{stale.id} ")
+    assert "3 of the cycle's 42 calls" in violation.history[-1]

@@ -14,10 +14,10 @@ from abc import abstractmethod
 from dataclasses import replace
 from typing import Final, TypeVar
 
-from resilient_cache.domain.defaults import BATCH_SLICE
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import JsonInput, JsonValue
 from resilient_cache.domain.result import Failure, Result, Success
+from resilient_cache.domain.turns import Turns
 from resilient_cache.domain.validation import (
     Limits,
     dump_json,
@@ -125,14 +125,20 @@ class ValueCodecLayer(Layer):
             return result
         found: dict[str, str | None] = {}
         errors: list[CacheError] = []
-        for n, (key, stored) in enumerate(result.value.items()):
-            if n and not n % BATCH_SLICE:
-                await asyncio.sleep(0)  # a turn for the other tasks (see BATCH_SLICE)
-            opened = Success(None) if stored is None else self._read("get_many", key, stored)
+        turns = Turns()
+        for key, stored in result.value.items():
+            if stored is None:
+                found[key] = None
+                continue
+            opened = self._read("get_many", key, stored)
+            size = len(stored)
             if isinstance(opened, Failure):
                 errors.append(opened.error)
             else:
                 found[key] = opened.value
+                size = max(size, len(opened.value))
+            if turns.due(size):
+                await asyncio.sleep(0)  # a turn for the other tasks (domain/turns.py)
         if not errors:
             return Success(found)
         first = errors[0]
@@ -159,8 +165,9 @@ class ValueCodecLayer(Layer):
         limits = limits_of(self._inner)
         written: dict[str, str] = {}
         total = 0
-        for n, (key, raw_key, value, raw) in enumerate(rows):
-            if n and not n % BATCH_SLICE:
+        turns = Turns()
+        for key, raw_key, value, raw in rows:
+            if turns.due(len(raw)):
                 await asyncio.sleep(0)  # a turn for the other tasks; nothing was sent yet
             stored = written[key] = self._write(key, value, raw)
             total += len(raw_key) + len(stored.encode())
