@@ -820,10 +820,13 @@ def _toxiproxy_state(deployment: Deployment) -> str:
 
 async def _heal(run: Run, deployment: Deployment) -> None:
     """Repair the deployment, then time the stack's return (``ping`` every 10 ms)."""
+    revivals = deployment.revivals
     try:
         events = await asyncio.to_thread(deployment.heal)
     except ToxiproxyError as exc:  # the campaign's own tool failed, not the library
         raise RuntimeError(f"{exc}\n{_toxiproxy_state(deployment)}") from exc
+    if deployment.revivals > revivals:  # a tool's crash, not the library's: counted apart
+        run.stats.faults["toxiproxy_panic_revived"] += deployment.revivals - revivals
     for event in events:
         run.model.event(event)
     for why in await asyncio.to_thread(deployment.unplanned):
