@@ -770,6 +770,25 @@ def _resources() -> dict[str, int]:
     }
 
 
+def _fds() -> dict[str, str]:
+    """This process's open descriptors: number -> what it is (a socket with its ports)."""
+    found: dict[str, str] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    sockets: dict[str, str] = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                sockets[f"socket:[{inode}]"] = (
+                    f"tcp :{int(local.rsplit(':')[1], 16)} -> :{int(remote.rsplit(':')[1], 16)}"
+                    f" state {state}"
+                )  # fmt: skip
+    return {fd: sockets.get(target, target) for fd, target in found.items()}
+
+
 async def _faults(run: Run, deployment: Deployment, rng: random.Random, span: float) -> list[Fault]:
     """Zero to three faults at random times within ``span`` seconds, some overlapping."""
     kinds = list(deployment.faults)
@@ -911,6 +930,7 @@ async def run_shape(  # noqa: PLR0917
 
     gc.collect()
     before = _resources()
+    fds_before = _fds()
     shape = build_shape(deployment, shape_name, namespace, on_invalidation, socket_timeout)
     run = Run(deployment.name, shape, model, lag, seed)
     samples: list[dict[str, int]] = []
@@ -932,12 +952,17 @@ async def run_shape(  # noqa: PLR0917
     await asyncio.sleep(0.1)
     gc.collect()
     after = _resources()
-    _judge_resources(run, before, after, samples)
+    left = {fd: what for fd, what in _fds().items() if fds_before.get(fd) != what}
+    _judge_resources(run, before, after, samples, left)
     return run
 
 
 def _judge_resources(
-    run: Run, before: dict[str, int], after: dict[str, int], samples: list[dict[str, int]]
+    run: Run,
+    before: dict[str, int],
+    after: dict[str, int],
+    samples: list[dict[str, int]],
+    new_fds: dict[str, str],
 ) -> None:
     """Nothing outlives the stack: once closed, as many tasks and descriptors as before;
     and nothing grows from cycle to cycle (compared from the second quiescent point on)."""
@@ -946,7 +971,8 @@ def _judge_resources(
             run.violation(
                 "leak",
                 f"{after[what] - before[what]} {what} left after aclose() "
-                f"({before[what]} before the stack was built, {after[what]} after)",
+                f"({before[what]} before the stack was built, {after[what]} after)"
+                + (f": {new_fds}" if what == "fds" else ""),
             )
     if len(samples) >= 6:
         first, last = samples[1], samples[-1]

@@ -1,14 +1,13 @@
 """The bounded slice of the fault campaign that ``make test`` runs (``make torture`` runs as
 long as asked): every topology x shape with fixed seeds, plus one random seed, printed.
 
-A failure prints each violation with its seed, topology, shape and the history of the key
+A failure prints each violation with its seed, topology, shape and the shortest history found
 that shows it; ``make torture SEED=<seed>`` replays the seed's schedule.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Final
 
 import pytest
 
@@ -36,24 +35,11 @@ def verdict(report: Report) -> str:
     return "\n".join(lines)
 
 
-TIMING: Final = {"deadline": 0.025, "heal": 2.0}
-"""Open findings of the campaign (docs/resilience.md, "Open findings"): a call now and then
-comes back a few ms past its deadline + 50 ms after its caller cancelled it (in the cluster,
-while a batch of thousands of keys holds the event loop ~100 ms), and the cluster twice
-answered 0.5-1.4 s past the breaker's open time + deadline after the faults stopped.
-`make torture` reports each one as a violation; this slice fails on any other violation, on
-more than TIMING_COUNT of these, or on one past these margins (seconds)."""
-TIMING_COUNT: Final = 3
-
-
 def check(report: Report, shapes: int) -> None:
+    """No violation of any kind, timing included (their allowance already excuses the time
+    the machine did not run the process, measured; docs/resilience.md)."""
     print(verdict(report))
-    strict = [v for v in report.violations if v.invariant not in TIMING]
-    timing = [v for v in report.violations if v.invariant in TIMING]
-    assert not strict, verdict(report)
-    assert len(timing) <= TIMING_COUNT, verdict(report)
-    for v in timing:
-        assert v.excess <= TIMING[v.invariant], verdict(report)
+    assert not report.violations, verdict(report)
     assert len(report.runs) == shapes
     for run in report.runs:  # the campaign did something in every shape
         assert run.stats.calls > 100, (run.topology, run.shape.name, run.stats.calls)

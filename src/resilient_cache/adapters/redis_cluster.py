@@ -338,7 +338,10 @@ class RedisClusterAdapter(KeyCommands):
             for index, (slot, _) in enumerate(commands):
                 node = client.nodes_manager.get_node_from_slot(slot)
                 groups.setdefault(node.name, (node, []))[1].append(index)
-            sends = (_on_node(node, [commands[i][1] for i in g]) for node, g in groups.values())
+            cache = client.nodes_manager.nodes_cache
+            sends = (
+                _on_node(node, [commands[i][1] for i in g], cache) for node, g in groups.values()
+            )
             outcomes = await asyncio.gather(*sends, return_exceptions=True)
             replies: list[Any] = [None] * len(commands)
             for (_, group), outcome in zip(groups.values(), outcomes, strict=True):
@@ -548,7 +551,9 @@ _REDIRECTED: Final = (rx.MovedError, rx.AskError, rx.TryAgainError)
 """Replies that say a command was not run on this node (the slot moved, or is moving)."""
 
 
-async def _on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
+async def _on_node(
+    node: ClusterNode, commands: list[Command], cache: Mapping[str, ClusterNode]
+) -> list[Any]:
     """Send ``commands`` on one connection of ``node`` and read every reply, in order.
 
     An error reply stays in its place (the connection stays in step). A pooled connection
@@ -559,6 +564,10 @@ async def _on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
     already buffered are parsed without suspending. A failure leaves replies unread: the
     connection is closed before it goes back, the replies read so far are kept and the
     failure, tagged with the node, stands for each of the others. A cancellation is raised.
+
+    ``cache`` is redis-py's cache of the topology's nodes: a topology refresh may drop
+    ``node`` from it meanwhile (a replica marked failing, say), and then no one would ever
+    close a connection given back to it (``aclose`` closes the cached nodes): it is closed.
     """
     connection = node.acquire_connection()
     replies: list[Any] = []
@@ -590,6 +599,8 @@ async def _on_node(node: ClusterNode, commands: list[Command]) -> list[Any]:
         await connection.disconnect(nowait=True)
         raise
     finally:
+        if cache.get(node.name) is not node:
+            await connection.disconnect(nowait=True)
         release = getattr(node, "release", None)
         if release is not None:
             release(connection)
