@@ -69,7 +69,8 @@ def build_cache(
         registry: the Prometheus registry (default: prometheus-client's global one).
         tracer_provider: OpenTelemetry tracer provider (default: the global one).
         meter_provider: OpenTelemetry meter provider (default: the global one).
-        logger: a structlog logger (default: ``structlog.get_logger("resilient_cache")``).
+        logger: a structlog logger (default: :func:`resilient_cache.log.get_logger`, silent until
+            the application configures logging or structlog).
         clock: the monotonic clock of the breaker and the retry budget (a test seam).
         sleep: the retry backoff's sleep (a test seam).
         credential_provider: a redis-py ``CredentialProvider`` asked for the username and

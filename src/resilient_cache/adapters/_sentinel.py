@@ -33,7 +33,6 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-import structlog
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection
@@ -42,6 +41,7 @@ from redis.backoff import NoBackoff
 
 from resilient_cache.adapters.redis_options import RedisOptions, sentinel_settings
 from resilient_cache.domain.errors import ConfigurationError
+from resilient_cache.log import get_logger
 
 Address = tuple[str, int]
 
@@ -66,7 +66,7 @@ _AUTH_ERRORS: Final = (
     rx.AuthenticationWrongNumberOfArgsError,
 )
 _UNREACHABLE: Final = (rx.ConnectionError, rx.TimeoutError, OSError)
-_log = structlog.get_logger("resilient_cache")
+_log = get_logger()
 
 
 class MasterNotFoundError(rx.ConnectionError):

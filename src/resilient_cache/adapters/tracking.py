@@ -46,7 +46,6 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import structlog
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection as Connection
 
@@ -55,13 +54,14 @@ from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.listeners import notify
 from resilient_cache.domain.near_cache import InvalidationListener
+from resilient_cache.log import get_logger
 
 __all__ = ["CHANNEL", "RedisTrackingSource"]
 
 CHANNEL: Final = "__redis__:invalidate"
 """Where Redis sends invalidation messages in RESP2 redirect mode."""
 
-_log = structlog.get_logger("resilient_cache")
+_log = get_logger()
 _FAILURES: Final = (rx.RedisError, OSError, TimeoutError)
 
 

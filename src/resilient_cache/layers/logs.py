@@ -29,13 +29,12 @@ from __future__ import annotations
 import time
 from typing import Any, Final, TypeVar
 
-import structlog
-
 from resilient_cache.domain.errors import CacheError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result
 from resilient_cache.layers.base import Call, Layer
 from resilient_cache.layers.circuit_breaker import BreakerState
+from resilient_cache.log import get_logger
 
 T = TypeVar("T")
 
@@ -52,7 +51,8 @@ class LoggingLayer(Layer):
     Args:
         inner: the cache whose calls to log.
         cache_name: the ``cache`` key of every event.
-        logger: a structlog logger (default: ``structlog.get_logger("resilient_cache")``).
+        logger: a structlog logger (default: :func:`resilient_cache.log.get_logger`, silent until
+            the application configures logging or structlog).
         log_keys: include the key in failure events (off by default: keys can hold PII).
         debug: also log every successful call, at debug level.
     """
@@ -69,7 +69,7 @@ class LoggingLayer(Layer):
         debug: bool = False,
     ) -> None:
         super().__init__(inner)
-        self._log = logger if logger is not None else structlog.get_logger("resilient_cache")
+        self._log = logger if logger is not None else get_logger()
         self._cache = cache_name
         self._log_keys = log_keys
         self._debug = debug

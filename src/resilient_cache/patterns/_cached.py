@@ -41,14 +41,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, ParamSpec, TypeVar, cast
 
-import structlog
-
 from resilient_cache.domain.errors import CacheError, ConfigurationError, ErrorCode
 from resilient_cache.domain.protocol import CacheProtocol
 from resilient_cache.domain.result import Failure, Result, Success
 from resilient_cache.domain.validation import MAX_TTL_SECONDS, check_seconds
 from resilient_cache.layers.base import backend_of
 from resilient_cache.layers.metrics import outcome_of
+from resilient_cache.log import get_logger
 from resilient_cache.patterns import _registry
 from resilient_cache.patterns._entry import Entry, decode_entry, encode_entry
 from resilient_cache.patterns._keys import KeyTemplate
@@ -72,7 +71,7 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_log = structlog.get_logger("resilient_cache")
+_log = get_logger()
 
 
 @dataclass(frozen=True, slots=True)

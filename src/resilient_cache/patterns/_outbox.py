@@ -123,7 +123,8 @@ class Outbox:
         sleep: the pause between pings (a test seam).
         cache_name: the ``cache`` label of the metrics and key of the log events.
         registry: the Prometheus registry (default: prometheus-client's global one).
-        logger: a structlog logger (default: ``structlog.get_logger("resilient_cache")``).
+        logger: a structlog logger (default: :func:`resilient_cache.log.get_logger`, silent until
+            the application configures logging or structlog).
         log_keys: include the key or pattern in ``invalidation_deferred`` and
             ``invalidation_dropped`` events.
 

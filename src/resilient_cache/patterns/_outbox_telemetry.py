@@ -34,10 +34,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from resilient_cache.layers.metrics import PerRegistry
+from resilient_cache.log import get_logger
 
 OPERATIONS: Final = ("delete", "delete_pattern")
 """The invalidations an outbox records (the ``operation`` label)."""
@@ -112,7 +112,7 @@ class OutboxTelemetry:
         overflow_action: the ``operation`` label of the wholesale replay (``flush`` or
             ``on_overflow``).
         registry: the Prometheus registry (default: prometheus-client's global one).
-        logger: a structlog logger (default: ``structlog.get_logger("resilient_cache")``).
+        logger: a structlog logger (default: ``get_logger()``).
         log_keys: include the key or pattern in ``invalidation_deferred``.
     """
 
@@ -127,7 +127,7 @@ class OutboxTelemetry:
     ) -> None:
         self._cache = cache_name
         self._action = overflow_action
-        self._log = logger if logger is not None else structlog.get_logger("resilient_cache")
+        self._log = logger if logger is not None else get_logger()
         self._log_keys = log_keys
         m = _families(registry)
         self._m = m
