@@ -128,7 +128,7 @@ test-stress: $(STAMP) deps ## The whole suite three times while a busy loop hold
 	scripts/stress.sh $(BIN)/pytest
 
 demo: $(STAMP) deps ## Fail-open under real faults, live, with a report (about a minute)
-	$(BIN)/resilient-cache demo $(DEMO_ARGS)
+	$(BIN)/resilient-cache demo --report build/demo/resilient-cache-report.html $(DEMO_ARGS)
 
 bench: $(STAMP) deps ## Benchmarks: adapter, stack and peers vs raw redis-py, as ratios (~3 min)
 	$(PY) -m resilient_cache.cli.bench --docs docs $(BENCH_ARGS)

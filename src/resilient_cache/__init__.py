@@ -4,12 +4,14 @@ When Redis is slow, down or misbehaving, calls return a fast ``Failure`` instead
 raising, so the service embedding the cache keeps working.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from resilient_cache.adapters.memory import MemoryCache
 from resilient_cache.adapters.redis_adapter import RedisAdapter
 from resilient_cache.adapters.redis_cluster import RedisClusterAdapter
 from resilient_cache.adapters.redis_options import RedisOptions, redact_url
 from resilient_cache.adapters.tracking import RedisTrackingSource
-from resilient_cache.bootstrap import build_backend, build_cache, get_cache
 from resilient_cache.domain.backend import Endpoint, PoolStats
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
 from resilient_cache.domain.near_cache import InvalidationSource
@@ -42,14 +44,47 @@ from resilient_cache.patterns import (
 )
 from resilient_cache.patterns.cache_aside import get_or_set, get_or_set_json
 from resilient_cache.redaction import SecretScrubber, scrub_secrets
-from resilient_cache.settings import (
-    BreakerSettings,
-    CacheSettings,
-    ObservabilitySettings,
-    RedisSettings,
-    RetrySettings,
-)
 from resilient_cache.version import __version__
+
+if _typing.TYPE_CHECKING:  # imported when first used (below): pydantic-settings alone is ~0.25 s
+    from resilient_cache.bootstrap import build_backend, build_cache, get_cache
+    from resilient_cache.settings import (
+        BreakerSettings,
+        CacheSettings,
+        ObservabilitySettings,
+        RedisSettings,
+        RetrySettings,
+    )
+
+_LAZY: _typing.Final = {
+    **dict.fromkeys(("build_backend", "build_cache", "get_cache"), "resilient_cache.bootstrap"),
+    **dict.fromkeys(
+        (
+            "BreakerSettings",
+            "CacheSettings",
+            "ObservabilitySettings",
+            "RedisSettings",
+            "RetrySettings",
+        ),
+        "resilient_cache.settings",
+    ),
+}
+"""Names exported here whose modules are imported on first use, keeping ``import
+resilient_cache`` close to ``import redis.asyncio`` (the settings need pydantic)."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'resilient_cache' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # once: the next lookup does not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "BreakerSettings",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,18 +137,64 @@ def test_ping_asks_the_configured_topology(private_cluster: RedisClusterProcesse
 
 def test_info_shows_settings_without_secrets_and_the_stack() -> None:
     result = run_cli(
-        "info", "--redis-url", "redis://:hunter2@cache.internal:6380/1",
+        "info", "--redis-url", f"redis://:hunter2@{LOOPBACK}:{free_port()}/1",
         env={"CACHE_REDIS__PASSWORD": "s3cret", "CACHE_NAMESPACE": "shop"},
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # nothing listens there
     shown = json.loads(result.stdout)
     assert shown["layers"] == [
         "metrics", "tracing", "logging", "retry", "circuit_breaker", "RedisAdapter"
     ]  # fmt: skip
     assert shown["settings"]["namespace"] == "shop"
-    assert shown["settings"]["redis_url"] == "redis://:***@cache.internal:6380/1"
-    assert "hunter2" not in result.stdout
-    assert "s3cret" not in result.stdout
+    assert shown["settings"]["redis_url"].startswith("redis://:***@127.0.0.1:")
+    assert shown["server"]["reachable"] is False
+    assert shown["server"]["error"].startswith("connection: ")
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_info_shows_the_server_it_reached(redis_server: RedisServer) -> None:
+    """Before: the output was the same for a live Redis and a port where nothing listens."""
+    result = run_cli("info", "--redis-url", redis_server.url)
+    assert result.returncode == 0, result.stderr
+    server = json.loads(result.stdout)["server"]
+    version = subprocess.run([redis_server.binary, "--version"], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert server["reachable"] is True
+    assert f"v={server['version']} " in version
+    assert server["role"] == "master" and server["mode"] == "standalone"
+    assert int(server["connected_clients"]) >= 1
+    assert server["topology"] == "standalone" and server["used_memory"]
+
+
+def test_version() -> None:
+    from resilient_cache import __version__  # noqa: PLC0415
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"resilient-cache {__version__}\n"
+
+
+def test_an_error_names_the_option_the_user_typed() -> None:
+    """Before: ``ping --redis-url http://x`` blamed CACHE_REDIS_URL, which was not set."""
+    result = run_cli("ping", "--redis-url", "http://x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("resilient-cache: configuration error: --redis-url: ")
+    assert "CACHE_REDIS_URL" not in result.stderr
+    from_env = run_cli("ping", env={"CACHE_REDIS_URL": "http://x"})
+    assert "CACHE_REDIS_URL: " in from_env.stderr
+
+
+def test_results_on_stdout_library_events_on_stderr(tmp_path: Path) -> None:
+    """Before: structlog printed the library's events on stdout, among the results."""
+    source = _jsonl(tmp_path / "items.jsonl",
+                    [json.dumps({"key": f"k{i}", "value": "v"}) for i in range(30)])  # fmt: skip
+    result = run_cli("warm", "--from", str(source), "--batch-size", "10",
+                     "--redis-url", f"redis://{LOOPBACK}:{free_port()}/0")  # fmt: skip
+    assert result.returncode == 1
+    assert "resilient_cache." not in result.stdout
+    assert "resilient_cache.call_failed" in result.stderr
+    assert all(line.startswith("resilient-cache: ") for line in result.stderr.splitlines())
 
 
 def test_a_configuration_error_exits_2_naming_the_variable() -> None:
@@ -249,6 +296,12 @@ def test_warm_stops_early_with_exit_1_when_redis_is_down(tmp_path: Path) -> None
     assert result.returncode == 1, result.stdout + result.stderr
     assert "warm unavailable: 0 written" in result.stdout
     assert "last error: set_many: " in result.stdout
+    # before: nothing said that most of the file was never read
+    stopped = next(line for line in result.stdout.splitlines() if line.startswith("stopped"))
+    read, unread = (
+        int(n.replace(",", "")) for n in re.findall(r"[\d,]+(?= lines? not|\b of)", stopped)
+    )
+    assert read + unread == 100 and unread > 0, stopped
 
 
 def test_warm_from_a_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
@@ -263,3 +316,55 @@ def test_warm_refuses_a_bad_option_with_exit_2(tmp_path: Path) -> None:
     result = run_cli("warm", "--from", str(source), "--batch-size", "0")
     assert result.returncode == 2
     assert "--batch-size: must be >= 1" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["demo", "--duration", "2"], ["bench", "--quick"]])
+def test_a_broken_redis_server_binary_is_a_one_line_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Before: a RuntimeError traceback with the server's whole log."""
+    broken = tmp_path / "redis-server"
+    broken.write_text("#!/bin/sh\necho 'FATAL CONFIG FILE ERROR' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    result = run_cli(*command, env={"RESILIENT_CACHE_REDIS_SERVER": str(broken)})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith(f"{broken} exited with code 3 (FATAL CONFIG FILE ERROR)"), result.stderr
+
+
+def test_the_bench_help_says_how_long_and_keeps_maintainer_options_out() -> None:
+    result = run_cli("bench", "--help")
+    assert "--docs" not in result.stdout
+    assert "20-40 s" in result.stdout
+
+
+def test_a_demo_on_your_redis_keeps_to_its_namespace_and_cleans_up(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Before: it wrote 48 keys like ``user:2`` into the user's Redis, left them, and
+    served the user's own ``user:N`` keys as hits."""
+    import redis as redis_py  # noqa: PLC0415
+
+    client = redis_py.Redis.from_url(redis_server.url)
+    client.flushdb()  # the session's server: other tests' keys
+    client.set("user:2", "the user's own")
+    try:
+        result = run_cli("demo", "--redis-url", redis_server.url, "--duration", "3",
+                         "--metrics-port", "0", "--report", str(tmp_path / "r.html"))  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sorted(client.keys("*")) == [b"user:2"]  # ours removed, theirs untouched
+        assert client.get("user:2") == b"the user's own"
+        assert "your Redis" in result.stdout
+    finally:
+        client.close()
+
+
+def test_a_demo_on_a_dead_redis_says_so(tmp_path: Path) -> None:
+    """Before: it called the one phase "healthy" and the promise "held in every phase"."""
+    result = run_cli("demo", "--redis-url", f"redis://{LOOPBACK}:{free_port()}/0",
+                     "--duration", "3", "--metrics-port", "0",
+                     "--report", str(tmp_path / "r.html"))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr  # every request answered
+    assert "verdict: the fail-open promise held, but your Redis never answered" in result.stdout
+    assert "healthy" not in result.stdout

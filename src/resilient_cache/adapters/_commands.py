@@ -84,6 +84,19 @@ def check_not_swallowed(before: int) -> None:
         raise asyncio.CancelledError
 
 
+def info_fields(reply: Any) -> dict[str, str]:
+    """``INFO``'s reply (its text, or redis-py's parsed dict) as ``field -> value`` strings."""
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items() if not isinstance(v, dict)}
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and not line.startswith("#"):
+            fields[name] = value.strip()
+    return fields
+
+
 class KeyCommands:
     """The half of the protocol that does not depend on the topology, on the adapter's
     ``_call``; :meth:`_init_keys` sets up what it needs."""
@@ -277,6 +290,15 @@ class KeyCommands:
         if not rows:
             return Success(None)
         return [(self._prefix + raw_key, raw_value) for _, raw_key, _, raw_value in rows], seconds
+
+    async def server_info(self) -> Result[dict[str, str], CacheError]:
+        """What the server says about itself (``INFO``: version, role, memory, clients, ...),
+        as ``field -> value``; for operators (the command line's ``info``), not hot paths.
+        On a cluster, one node's answer."""
+        reply = await self._call("server_info", None, "INFO")
+        if isinstance(reply, CacheError):
+            return Failure(reply)
+        return Success(info_fields(reply))
 
     async def delete_pattern(self, pattern: str) -> Result[int, CacheError]:
         """Delete matching keys with SCAN + UNLINK in batches (never KEYS)."""

@@ -41,6 +41,7 @@ __all__ = [
     "RedisServer",
     "ScriptedCache",
     "ServerProcess",
+    "ServerStartError",
     "Started",
     "free_port",
 ]
@@ -210,6 +211,22 @@ class Started(ABC):
         self.cleanup()
 
 
+class ServerStartError(RuntimeError):
+    """A server process could not start: its binary cannot run, it exited, or it never
+    answered. ``str()`` carries its whole log; :meth:`summary` is one line."""
+
+    def __init__(self, binary: str, reason: str, log: str) -> None:
+        super().__init__(f"{binary} {reason}:\n{log}" if log else f"{binary} {reason}")
+        self.binary = binary
+        self.reason = reason
+        self.log = log
+
+    def summary(self) -> str:
+        """``<binary> <reason>``, and the log's last line if it has one."""
+        last = next((line for line in reversed(self.log.splitlines()) if line.strip()), "")
+        return f"{self.binary} {self.reason}" + (f" ({last.strip()[:200]})" if last else "")
+
+
 class ServerProcess(Started):
     """A server of the tests' own: free loopback port, private directory, stopped by PID.
 
@@ -245,9 +262,16 @@ class ServerProcess(Started):
         """Whether the server answers requests yet."""
 
     def start(self, ready_timeout: float = 10.0) -> None:
-        """Start the server and wait until it answers."""
+        """Start the server and wait until it answers.
+
+        Raises:
+            ServerStartError: the binary cannot run, exited, or never answered.
+        """
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT)
+            try:
+                self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT)
+            except OSError as exc:  # not there, not executable, not a program
+                raise ServerStartError(self.binary, f"cannot run ({exc.strerror})", "") from None
         try:
             self._wait_ready(ready_timeout)
         except BaseException:
@@ -258,12 +282,14 @@ class ServerProcess(Started):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"{self.binary} exited:\n{self._log()}")
+                code = None if self.proc is None else self.proc.returncode
+                raise ServerStartError(self.binary, f"exited with code {code}", self._log())
             if self._answers():
                 return
             time.sleep(0.02)
-        raise RuntimeError(f"{self.binary} did not answer on port {self.port} in {timeout}s:\n"
-                           f"{self._log()}")  # fmt: skip
+        raise ServerStartError(
+            self.binary, f"did not answer on port {self.port} in {timeout}s", self._log()
+        )
 
     def _log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

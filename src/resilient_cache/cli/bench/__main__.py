@@ -26,7 +26,7 @@ import structlog
 
 from resilient_cache.cli.bench import harness, report, system
 from resilient_cache.cli.bench.svg import throughput_chart
-from resilient_cache.testing import RedisServer
+from resilient_cache.testing import RedisServer, ServerStartError
 
 PROG = "python -m resilient_cache.cli.bench"
 REDIS_SERVER_VARIABLE = "RESILIENT_CACHE_REDIS_SERVER"
@@ -144,9 +144,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         file=sys.stderr,
     )
     events_path = json_path.parent / "events.log"
-    with events_path.open("w", encoding="utf-8") as events, RedisServer(binary) as server:
-        _configure_logging(events)
-        outcome = asyncio.run(harness.run(server.url, plan))
+    try:
+        with events_path.open("w", encoding="utf-8") as events, RedisServer(binary) as server:
+            _configure_logging(events)
+            outcome = asyncio.run(harness.run(server.url, plan))
+    except ServerStartError as exc:  # a binary that does not run as a redis-server
+        print(f"{prog}: {exc.summary()}", file=sys.stderr)
+        return EXIT_NO_REDIS
     info: dict[str, Any] = {
         "date": system.now(),
         "command": command,

@@ -29,6 +29,7 @@ from resilient_cache import (
     Layer,
     RedisAdapter,
 )
+from resilient_cache.cli.bench import system
 from resilient_cache.cli.bench.clients import (
     CONTENDERS,
     POOL_SIZE,
@@ -379,6 +380,8 @@ class Outcome:
     breaker_open_us: dict[str, list[float]] = field(default_factory=dict)
     refused_us: list[float] = field(default_factory=list)
     memory: dict[str, Memory] = field(default_factory=dict)
+    import_seconds: dict[str, list[float]] = field(default_factory=dict)
+    """module -> how long importing it took, each time (a fresh interpreter each)."""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     event_loop: str = ""
@@ -517,6 +520,7 @@ async def run(url: str, plan: Plan, contenders: Sequence[Contender] = CONTENDERS
         await state.memory()
     finally:
         await state.aclose()
+    state.outcome.import_seconds = system.import_seconds(plan.rounds)
     state.outcome.seconds = time.perf_counter() - started
     return state.outcome
 

@@ -159,6 +159,23 @@ def _breaker_target(outcome: Outcome) -> Target:
     return Target(goal, "met" if cost < 20 else "missed", f"{cost:.1f} us per call")
 
 
+IMPORT_RATIO: Final = 1.5
+"""``import resilient_cache`` at most this many times ``import redis.asyncio``."""
+
+
+def _import_target(outcome: Outcome) -> Target:
+    goal = f"import resilient_cache <= {IMPORT_RATIO}x import redis.asyncio"
+    ours = outcome.import_seconds.get("resilient_cache")
+    theirs = outcome.import_seconds.get("redis.asyncio")
+    if not ours or not theirs:
+        return Target(goal, "n/a", "not measured")
+    ratio = median(ours) / median(theirs)
+    return Target(
+        goal, "met" if ratio <= IMPORT_RATIO else "missed",
+        f"{ratio:.2f}x ({median(ours) * 1000:.0f} ms against {median(theirs) * 1000:.0f} ms)",
+    )  # fmt: skip
+
+
 def _memory_target(outcome: Outcome) -> Target:
     goal = "no memory growth over 1M gets (under 64 KiB traced)"
     result = outcome.memory.get("stack")
@@ -200,6 +217,7 @@ def targets(outcome: Outcome, table: list[Column]) -> list[Target]:
             2.0,
         ),
         _memory_target(outcome),
+        _import_target(outcome),
     ]
 
 

@@ -6,8 +6,10 @@ import datetime
 import os
 import platform
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Final
 
 PACKAGES = ("resilient-cache", "redis", "hiredis", "cashews", "aiocache", "structlog")
 
@@ -76,3 +78,24 @@ def load_average() -> list[float]:
 def now() -> str:
     """The current UTC time, ISO 8601, to the second."""
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+
+
+IMPORTED: Final = ("redis.asyncio", "resilient_cache")
+"""What the import-time measurement imports, each in a fresh interpreter."""
+
+
+def import_seconds(rounds: int) -> dict[str, list[float]]:
+    """How long importing each of :data:`IMPORTED` takes, in a fresh interpreter (its own
+    start-up left out), ``rounds`` times, interleaved."""
+    found: dict[str, list[float]] = {module: [] for module in IMPORTED}
+    for _ in range(rounds):
+        for module in IMPORTED:
+            code = (f"import time; began = time.perf_counter(); import {module}; "
+                    "print(time.perf_counter() - began)")  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                found[module].append(float(done.stdout))
+    return found

@@ -25,8 +25,20 @@ LATENCY_MS: Final = 1_000
 """The "slow Redis" phase: every reply this late, twice the default deadline."""
 
 
+BINARY_VARIABLES: Final = {
+    "redis-server": "RESILIENT_CACHE_REDIS_SERVER",
+    "toxiproxy-server": "RESILIENT_CACHE_TOXIPROXY_SERVER",
+}
+"""The environment variables that name a server binary, as for the tests and the benchmarks."""
+
+
 def find_binary(name: str) -> str | None:
-    """A server binary on PATH, or in the project's ``.tools/bin`` when run from a checkout."""
+    """A server binary: the one its variable names (:data:`BINARY_VARIABLES`, used as it is:
+    a wrong one fails at start-up, saying so), else on PATH, else in the project's
+    ``.tools/bin`` when run from a checkout."""
+    named = os.environ.get(BINARY_VARIABLES.get(name, ""))
+    if named:
+        return named
     found = shutil.which(name)
     if found:
         return found

@@ -25,6 +25,7 @@ from resilient_cache.bootstrap import build_cache
 from resilient_cache.cli.demo.faults import Faults, start_faults
 from resilient_cache.cli.demo.report import PhaseSummary, summarize, write_report
 from resilient_cache.cli.demo.workload import Recorder, Workload
+from resilient_cache.domain.result import Failure
 from resilient_cache.layers.circuit_breaker import CircuitBreakerLayer
 from resilient_cache.settings import BreakerSettings, CacheSettings
 from resilient_cache.testing import LOOPBACK
@@ -59,11 +60,18 @@ class DemoOptions:
     rate: int = 400
 
 
+NAMESPACE: Final = "resilient-cache-demo"
+"""The demo's keys live under it (``resilient-cache-demo:user:2``): in a Redis of the user's
+(``--redis-url``), never the user's own ``user:N``; they are removed at the end."""
+
+
 def demo_settings(url: str) -> CacheSettings:
-    """The defaults, with a breaker that heals within a demo phase (1 s open, 4 s at most)."""
+    """The defaults, with a breaker that heals within a demo phase (1 s open, 4 s at most),
+    in the demo's own namespace."""
     return CacheSettings(
         redis_url=url,
         name="demo",
+        namespace=NAMESPACE,
         breaker=BreakerSettings(reset_timeout=1.0, reset_timeout_max=4.0),
     )
 
@@ -94,6 +102,7 @@ async def _run(options: DemoOptions, url: str, faults: Faults | None, out: TextI
         server, thread = start_http_server(0, addr=LOOPBACK, registry=registry)
     settings = demo_settings(url)
     log_path = options.report.with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = log_path.open("w", encoding="utf-8")
     # the demo is an application: it decides where the library's events go (a file, as
     # JSON lines, so that the live view stays readable)
@@ -116,7 +125,7 @@ async def _run(options: DemoOptions, url: str, faults: Faults | None, out: TextI
           file=out)  # fmt: skip
     print(f"metrics: http://{LOOPBACK}:{port}/metrics   deadline: {settings.deadline}s"
           f"   events: {log_path}", file=out)  # fmt: skip
-    phases = PHASES if faults is not None else (Phase("healthy", 1.0, None),)
+    phases = PHASES if faults is not None else (Phase(YOURS, 1.0, None),)
     try:
         async with cache:
             workload = Workload(cache, recorder, rate=options.rate)
@@ -129,15 +138,21 @@ async def _run(options: DemoOptions, url: str, faults: Faults | None, out: TextI
                     faults.clear()
                 live.phase(index, len(phases), phase.name)
                 await live.run_for(phase.share * options.duration)
+            recorder.end()
             workload.stop()
             await runner
+            if faults is None:  # a Redis of the user's: leave nothing of ours in it
+                removed = await cache.flush()
+                if isinstance(removed, Failure):
+                    print(f"could not remove the demo's keys ({NAMESPACE}:*): "
+                          f"{removed.error.message}", file=out)  # fmt: skip
     finally:
         server.shutdown()
         thread.join(timeout=5)
         log_file.close()
     summaries = summarize(recorder, [p.name for p in phases])
-    verdict = _verdict(summaries, settings.deadline)
-    write_report(options.report, recorder.seconds, summaries, verdict, settings.deadline)
+    verdict = _verdict(summaries, settings.deadline, user_redis=faults is None)
+    write_report(options.report, recorder, summaries, verdict, settings.deadline)
     _print_summary(out, summaries, verdict, options.report)
     return 0 if verdict.held else 1
 
@@ -148,9 +163,16 @@ class Verdict:
     failed_requests: int
     max_cache_call: float
     lines: list[str]
+    headline: str = ""
 
 
-def _verdict(summaries: list[PhaseSummary], deadline: float) -> Verdict:
+YOURS: Final = "your Redis"
+"""The one phase of a run against ``--redis-url``: no faults injected, whatever it did."""
+
+
+def _verdict(
+    summaries: list[PhaseSummary], deadline: float, *, user_redis: bool = False
+) -> Verdict:
     failed = sum(s.failed for s in summaries)
     worst = max((s.max_cache_call for s in summaries), default=0.0)
     slowest_request = max((s.max_latency for s in summaries), default=0.0)
@@ -161,12 +183,23 @@ def _verdict(summaries: list[PhaseSummary], deadline: float) -> Verdict:
         f"slowest cache call: {worst * 1000:.0f} ms (deadline {deadline * 1000:.0f} ms"
         f" + {SLACK * 1000:.0f} ms slack): {'bounded' if bounded else 'NOT bounded'}",
     ]
+    down = user_redis and bool(summaries) and summaries[0].hit_ratio == 0
+    if down:
+        lines.append(f"{YOURS} never answered: {summaries[0].fallbacks} lookups fell back to "
+                     "the origin; the service stayed up, without a cache")  # fmt: skip
     for s in summaries:
         if s.time_to_open is not None:
             lines.append(f"{s.name}: the breaker opened {s.time_to_open:.2f}s into the fault")
         if s.time_to_recover is not None:
             lines.append(f"{s.name}: the breaker closed {s.time_to_recover:.2f}s after the fix")
-    return Verdict(failed == 0 and bounded, failed, worst, lines)
+    held = failed == 0 and bounded
+    outcome = "held" if held else "BROKEN"
+    headline = (
+        f"the fail-open promise {outcome}, but {YOURS} never answered: nothing was cached"
+        if down
+        else f"the fail-open promise {outcome} in every phase"
+    )
+    return Verdict(held, failed, worst, lines, headline)
 
 
 def _print_summary(
@@ -184,8 +217,7 @@ def _print_summary(
     print("", file=out)
     for line in verdict.lines:
         print(f"  {line}", file=out)
-    outcome = "held" if verdict.held else "BROKEN"
-    print(f"\nverdict: the fail-open promise {outcome} in every phase", file=out)
+    print(f"\nverdict: {verdict.headline}", file=out)
     print(f"report: {report}", file=out)
 
 
@@ -198,6 +230,7 @@ class _Live:
         self._tty = out.isatty()
         self._drawn = 0
         self._label = ""
+        self._shown: object = None  # the last bucket printed (off a terminal)
 
     def phase(self, index: int, total: int, name: str) -> None:
         self._label = f"[{index + 1}/{total}] {name}"
@@ -224,7 +257,9 @@ class _Live:
             f"  failed {last.failed}  cache errors: {errors}"
         )
         if not self._tty:
-            print(f"  {line}", file=self._out, flush=True)
+            if last is not self._shown:  # each complete second once (before: some twice)
+                self._shown = last
+                print(f"  {line}", file=self._out, flush=True)
             return
         bar = "#" * int(progress * 30)
         frame = [f"{self._label:<34} [{bar:<30}]", line]

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -24,7 +25,11 @@ KEYS: Final = 2_000
 
 @dataclass
 class Second:
-    """What happened during one second of the run."""
+    """What the requests made during one second of the run, and of one phase, saw.
+
+    A phase that starts mid-second starts a bucket of its own for that second: every
+    request counts in the phase it was made in, whenever it ends.
+    """
 
     t: int
     phase: str
@@ -56,17 +61,36 @@ class Second:
 class Recorder:
     """Collects per-second statistics of the workload."""
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
         self.seconds: list[Second] = []
         self.phase = "starting"
         self.breaker = "closed"
         self.phase_starts: dict[str, float] = {}
         self.transitions: list[tuple[float, str]] = []
+        self.ended: float | None = None
+
+    def end(self) -> None:
+        """Mark the end of the run (the last phase's end)."""
+        self.ended = self.elapsed()
+
+    def phase_seconds(self, name: str) -> float:
+        """How long phase ``name`` lasted (until the next one, or the end of the run)."""
+        names = list(self.phase_starts)
+        if name not in names:
+            return 0.0
+        index = names.index(name)
+        end = (
+            self.phase_starts[names[index + 1]]
+            if index + 1 < len(names)
+            else (self.ended if self.ended is not None else self.elapsed())
+        )
+        return max(0.0, end - self.phase_starts[name])
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
-        return time.monotonic() - self.started
+        return self._clock() - self.started
 
     def start_phase(self, name: str) -> None:
         """Mark the beginning of a phase."""
@@ -80,12 +104,18 @@ class Recorder:
         self.now().breaker = state
 
     def now(self) -> Second:
-        t = int(time.monotonic() - self.started)
-        while len(self.seconds) <= t:
-            self.seconds.append(Second(len(self.seconds), self.phase, breaker=self.breaker))
-        second = self.seconds[t]
+        """The bucket of this second and this phase (a new one when either changed)."""
+        t = int(self.elapsed())
+        seconds = self.seconds
+        while not seconds or seconds[-1].t < t:  # idle seconds too: the time axis is even
+            after = seconds[-1].t + 1 if seconds else 0
+            seconds.append(Second(after, self.phase, breaker=self.breaker))
+        second = seconds[-1]
+        if second.phase != self.phase:  # the phase began mid-second: a bucket of its own
+            second = Second(t, self.phase, breaker=self.breaker)
+            seconds.append(second)
         if self.breaker != "closed":
-            second.breaker = self.breaker  # any non-closed moment marks the second
+            second.breaker = self.breaker  # any non-closed moment marks the bucket
         return second
 
 
@@ -107,36 +137,36 @@ class Workload:
         # a hot-key distribution: a few users get most of the traffic
         return f"user:{min(KEYS - 1, int(self._random.paretovariate(1.2)) - 1)}"
 
-    async def _origin(self, key: str) -> str:
-        self._recorder.now().origin += 1
+    async def _origin(self, key: str, second: Second) -> str:
+        second.origin += 1
         await asyncio.sleep(ORIGIN_SECONDS)  # the simulated database's own latency
         return self._store[key]
 
     async def request(self) -> None:
-        """One request: cache first, origin on a miss or a failure; always an answer."""
+        """One request: cache first, origin on a miss or a failure; always an answer.
+
+        It counts in the bucket of the second and phase it was made in."""
         key = self._key()
         started = time.monotonic()
+        second = self._recorder.now()
         try:
             result = await self._cache.get(key)
-            cache_seconds = time.monotonic() - started
-            second = self._recorder.now()
-            second.cache_latency_max = max(second.cache_latency_max, cache_seconds)
+            second.cache_latency_max = max(second.cache_latency_max, time.monotonic() - started)
             match result:
                 case Success(str()):
                     second.hits += 1
                 case Success(None):
                     second.misses += 1
-                    value = await self._origin(key)
+                    value = await self._origin(key, second)
                     await self._cache.set(key, value, ttl=60)
                 case Failure(error):
                     second.fallbacks += 1
                     second.errors[error.code.value] += 1
-                    await self._origin(key)  # fail-open: the origin answers
+                    await self._origin(key, second)  # fail-open: the origin answers
         except Exception:  # the promise is that this never happens
-            self._recorder.now().failed += 1
+            second.failed += 1
             raise
         finally:
-            second = self._recorder.now()
             second.requests += 1
             second.latencies.append(time.monotonic() - started)
 
