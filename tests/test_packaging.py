@@ -7,6 +7,7 @@ and, after ``make demo``, its report and log.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = "https://github.com/resilient-cache/resilient-cache"
 
 
 @pytest.mark.slow
@@ -43,9 +45,20 @@ def test_the_sdist_carries_the_projects_files_only(tmp_path: Path) -> None:
     (archive,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(archive) as sdist:
         members = {name.partition("/")[2] for name in sdist.getnames()}
+        (pkg_info,) = (m for m in sdist.getmembers() if m.name.endswith("/PKG-INFO"))
+        extracted = sdist.extractfile(pkg_info)
+        assert extracted is not None
+        description = extracted.read().decode()
     members.discard("")
     shipped = {name for name in members if name != "PKG-INFO"}
     extra = shipped - set(tracked.stdout.split())
     assert not extra, sorted(extra)[:20]
     assert {"src/resilient_cache/__init__.py", "src/resilient_cache/py.typed", "README.md",
             "LICENSE", "pyproject.toml"} <= shipped  # fmt: skip
+    # the package page's description: README.md, every link absolute (before: 26 relative
+    # links, broken on the package page)
+    links = re.findall(r"\]\(([^)\s]+)\)", description)
+    assert len(links) > 20
+    relative = [link for link in links if not link.startswith(("https://", "http://"))]
+    assert not relative, relative
+    assert f"]({REPOSITORY}/blob/main/docs/contract.md)" in description

@@ -740,3 +740,19 @@ def test_prometheus_serves_every_dashboard_query(dashboard: Any, prometheus: int
     rules = [rule for group in groups for rule in group["rules"]]
     assert {rule["name"] for rule in rules} == ALERTS
     assert all(rule["health"] in ("ok", "unknown") for rule in rules), rules
+
+
+def test_the_compose_service_feeds_every_row_of_the_dashboard(
+    compose: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: five "No data" near-cache panels, the service not enabling the near cache."""
+    from resilient_cache import CacheSettings  # noqa: PLC0415
+
+    environment = compose["services"]["service"]["environment"]
+    for name, value in environment.items():
+        if name.startswith("CACHE_"):
+            monkeypatch.setenv(name, str(value))
+    settings = CacheSettings.from_env()
+    assert settings.near_cache.enabled
+    panels = json.dumps(json.loads(DASHBOARD.read_text()))
+    assert "resilient_cache_near_cache_lookups_total" in panels

@@ -8,9 +8,12 @@ they are the caller's, not the cache's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar, cast
 
-from resilient_cache.domain.protocol import CacheProtocol, JsonInput, JsonValue
+from resilient_cache.domain.protocol import CacheProtocol, JsonInput
 from resilient_cache.domain.result import Success
+
+J = TypeVar("J", bound=JsonInput)
 
 
 async def get_or_set(
@@ -36,18 +39,23 @@ async def get_or_set(
 async def get_or_set_json(
     cache: CacheProtocol,
     key: str,
-    loader: Callable[[], Awaitable[JsonInput]],
+    loader: Callable[[], Awaitable[J]],
     *,
     ttl: int | None = None,
-) -> JsonValue | JsonInput:
+) -> J:
     """Like :func:`get_or_set` for JSON values. A stored JSON ``null`` counts as a miss.
 
-    A cached value comes back decoded (``dict``/``list``/...); a loaded one comes back as the
-    loader returned it.
+    Typed as the loader's value: ``get_or_set_json(cache, "n", load_count)`` with a loader
+    returning ``int`` is an ``int``. A cached value comes back as JSON decodes it, which is
+    the loader's type for ``dict``, ``list``, ``str``, ``int``, ``float`` and ``bool`` (a
+    tuple the loader returned comes back from the cache as a list).
+
+    >>> async def load_count() -> int: ...
+    >>> count = await get_or_set_json(cache, "visits", load_count)  # doctest: +SKIP
     """
     match await cache.get_json(key):
         case Success(value) if value is not None:
-            return value
+            return cast(J, value)  # the caller's type, stored by this function
     loaded = await loader()
     await cache.set_json(key, loaded, ttl)
     return loaded
