@@ -81,3 +81,27 @@ structlog.configure(processors=[structlog.processors.add_log_level,
     assert retried["cache"] == "default" and retried["operation"] == "get"
     assert retried["level"] == "info"
     assert done.stderr == ""
+
+
+def test_a_capture_of_structlog_logs_leaves_the_library_silent() -> None:
+    """``capture_logs()`` leaves structlog "configured" with its defaults (which print on
+    stdout): that is not the application configuring structlog."""
+    setup = """
+from structlog.testing import capture_logs
+with capture_logs():
+    pass
+"""
+    done = python_run(program(setup))
+    assert done.stdout == "done\n" and done.stderr == ""
+
+
+def test_a_security_warning_reaches_stderr_without_logging_configured() -> None:
+    """The one kind of event that must not stay silent: plaintext to another host."""
+    code = """
+from resilient_cache import RedisAdapter
+RedisAdapter.from_url("redis://cache.example.com:6379/0")
+print("done")
+"""
+    done = python_run(code)
+    assert done.stdout == "done\n"
+    assert "plaintext" in done.stderr and done.stderr.startswith("resilient-cache: warning: ")

@@ -73,13 +73,18 @@ _LAZY: _typing.Final = {
 resilient_cache`` close to ``import redis.asyncio`` (the settings need pydantic)."""
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'resilient_cache' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # once: the next lookup does not come here
-    return value
+if not _typing.TYPE_CHECKING:  # for type checkers the imports above are the truth: a
+    # misspelt name is an error there, not an Any
+
+    def __getattr__(name: str) -> _typing.Any:
+        module = _LAZY.get(name)
+        if module is None:
+            if name in ("settings", "bootstrap"):  # the submodules, as an import made them
+                return _importlib.import_module(f"resilient_cache.{name}")
+            raise AttributeError(f"module 'resilient_cache' has no attribute {name!r}")
+        value = getattr(_importlib.import_module(module), name)
+        globals()[name] = value  # once: the next lookup does not come here
+        return value
 
 
 def __dir__() -> list[str]:

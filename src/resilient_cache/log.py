@@ -54,6 +54,23 @@ _STDLIB: Final = structlog.wrap_logger(
 )
 
 
+def structlog_configured() -> bool:
+    """Whether the application configured structlog: ``structlog.is_configured()``, unless
+    what is configured is structlog's own default (``structlog.testing.capture_logs()``
+    leaves it "configured" with the defaults, which print on stdout)."""
+    if not structlog.is_configured():
+        return False
+    config = structlog.get_config()
+    return not (
+        config["logger_factory"] is _DEFAULT_FACTORY and config["processors"] == _DEFAULT_PROCESSORS
+    )
+
+
+# structlog's defaults (private names, stable from 24.1 to 26.1; absent: no default is seen)
+_DEFAULT_FACTORY: Final = getattr(structlog._config, "_BUILTIN_DEFAULT_LOGGER_FACTORY", None)
+_DEFAULT_PROCESSORS: Final = getattr(structlog._config, "_BUILTIN_DEFAULT_PROCESSORS", None)
+
+
 class LibraryLogger:
     """The library's logger: structlog's when the application configured structlog, else
     the standard library's ``resilient_cache`` logger (see the module's documentation)."""
@@ -68,7 +85,7 @@ class LibraryLogger:
         return LibraryLogger({**self._context, **values})
 
     def _target(self) -> Any:
-        logger = structlog.get_logger(LOGGER_NAME) if structlog.is_configured() else _STDLIB
+        logger = structlog.get_logger(LOGGER_NAME) if structlog_configured() else _STDLIB
         return logger.bind(**self._context) if self._context else logger
 
     def debug(self, event: str, *args: Any, **values: Any) -> None:

@@ -368,3 +368,28 @@ def test_a_demo_on_a_dead_redis_says_so(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr  # every request answered
     assert "verdict: the fail-open promise held, but your Redis never answered" in result.stdout
     assert "healthy" not in result.stdout
+
+
+def test_the_demo_names_a_bad_redis_url_as_typed(tmp_path: Path) -> None:
+    """Before: a pydantic ValidationError traceback."""
+    result = run_cli("demo", "--redis-url", "http://x", "--report", str(tmp_path / "r.html"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("resilient-cache: configuration error: --redis-url: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_warm_from_a_pipe_says_what_it_can_of_what_it_did_not_read(tmp_path: Path) -> None:
+    from resilient_cache.cli import _JsonLines  # noqa: PLC0415
+
+    fifo = tmp_path / "items.fifo"
+    os.mkfifo(fifo)
+    assert _JsonLines(fifo).not_read() == "the rest not read"  # no seek on a pipe
+
+
+def test_a_server_start_error_survives_pickling() -> None:
+    import pickle  # noqa: PLC0415
+
+    from resilient_cache.testing import ServerStartError  # noqa: PLC0415
+
+    error = pickle.loads(pickle.dumps(ServerStartError("redis-server", "exited with code 1", "x")))
+    assert error.summary() == "redis-server exited with code 1 (x)"

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import math
 import ssl
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -28,10 +29,27 @@ _log = logging.getLogger("resilient_cache")
 
 
 def warn_once(key: str, message: str) -> None:
-    """Log ``message`` as a warning the first time ``key`` is seen in this process."""
+    """Log ``message`` as a warning the first time ``key`` is seen in this process.
+
+    These are security warnings (plaintext to another host, TLS without verification): an
+    application that configured no logging would never see them (the library's logger has a
+    ``NullHandler``), so then they go to stderr, as Python's own last-resort handler did."""
     if key not in _warned:
         _warned.add(key)
-        _log.warning(message)
+        if _someone_listens(_log):
+            _log.warning(message)
+        else:
+            print(f"resilient-cache: warning: {message}", file=sys.stderr)
+
+
+def _someone_listens(logger: logging.Logger) -> bool:
+    """Whether a handler other than a ``NullHandler`` would get ``logger``'s records."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 def is_loopback(host: str) -> bool:

@@ -165,11 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _events_to_stderr() -> None:
-    """The library's warnings and errors on stderr, unless logging is configured already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            stream=sys.stderr, level=logging.WARNING, format="resilient-cache: %(message)s"
-        )
+    """The library's warnings and errors on stderr, unless logging is configured already;
+    on the library's own logger (the root logger is the program's, when ``main`` runs in
+    one)."""
+    library = logging.getLogger("resilient_cache")
+    if logging.getLogger().handlers or any(
+        not isinstance(h, logging.NullHandler) for h in library.handlers
+    ):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("resilient-cache: %(levelname)s %(message)s"))
+    library.addHandler(handler)
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.WARNING)
 
 
 def _as_typed(args: argparse.Namespace, exc: ConfigurationError) -> str:
@@ -249,6 +257,8 @@ INFO_FIELDS: Final = {
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.redis_url:
+        _settings(args.redis_url)  # a bad URL: a configuration error naming --redis-url
     from resilient_cache.cli.demo.run import DemoOptions, run_demo  # noqa: PLC0415
 
     options = DemoOptions(
@@ -273,6 +283,9 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(argv, prog="resilient-cache bench")
 
 
+_COUNTED_UP_TO: Final = 64 * 1024 * 1024
+"""An early stop counts the lines left in at most this many bytes (else says the bytes)."""
+
 _SHOWN_INVALID: Final = 10
 """Invalid lines reported one by one; the others are only counted."""
 
@@ -288,11 +301,17 @@ class _JsonLines:
         self.invalid: list[tuple[int, str]] = []  # the first few: (line number, reason)
         self.invalid_count = 0
 
-    def lines_not_read(self) -> int:
-        """Lines after the last one read (counted, not parsed): what an early stop left."""
+    def not_read(self) -> str:
+        """What an early stop left of the file: its lines counted (not parsed) when it is a
+        regular file of a sensible size, else its bytes, or nothing known (a pipe)."""
+        if not self.path.is_file():
+            return "the rest not read"
+        left = self.size - self.bytes_read
+        if left > _COUNTED_UP_TO:
+            return f"{left:,} bytes not read"
         with self.path.open("rb") as rest:
             rest.seek(self.bytes_read)
-            return sum(1 for _ in rest)
+            return f"{sum(1 for _ in rest):,} lines not read"
 
     def __iter__(self) -> Iterator[tuple[str, object, int | None]]:
         with self.path.open("rb") as lines:
@@ -383,7 +402,7 @@ async def _warm(args: argparse.Namespace) -> int:
         print(f"last error: {report.last_error}")
     if report.stopped_because != "done":
         print(f"stopped after line {source.lines_read:,} of {args.source}: "
-              f"{source.lines_not_read():,} lines not read")  # fmt: skip
+              f"{source.not_read()}")  # fmt: skip
     ok = report.stopped_because == "done" and report.failed == 0
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -47,8 +47,10 @@ async def get_or_set_json(
 
     Typed as the loader's value: ``get_or_set_json(cache, "n", load_count)`` with a loader
     returning ``int`` is an ``int``. A cached value comes back as JSON decodes it, which is
-    the loader's type for ``dict``, ``list``, ``str``, ``int``, ``float`` and ``bool`` (a
-    tuple the loader returned comes back from the cache as a list).
+    the loader's type for ``dict``, ``list``, ``str``, ``int``, ``float`` and ``bool``; for a
+    subclass of one of them it is not (a tuple or a ``NamedTuple`` comes back from the cache as
+    a list, a ``StrEnum`` or ``IntEnum`` member as a plain ``str`` or ``int``): give such a
+    loader's value a plain type.
 
     >>> async def load_count() -> int: ...
     >>> count = await get_or_set_json(cache, "visits", load_count)  # doctest: +SKIP

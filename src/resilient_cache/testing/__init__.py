@@ -221,6 +221,9 @@ class ServerStartError(RuntimeError):
         self.reason = reason
         self.log = log
 
+    def __reduce__(self) -> tuple[type[ServerStartError], tuple[str, str, str]]:
+        return (type(self), (self.binary, self.reason, self.log))  # picklable
+
     def summary(self) -> str:
         """``<binary> <reason>``, and the log's last line if it has one."""
         last = next((line for line in reversed(self.log.splitlines()) if line.strip()), "")
