@@ -87,8 +87,8 @@ deps: ## Install missing system servers (redis-server) via scripts/install-deps.
 	@scripts/install-deps.sh
 
 lint: $(STAMP) ## ruff check + ruff format --check
-	$(BIN)/ruff check src tests examples grafana scripts
-	$(BIN)/ruff format --check src tests examples grafana scripts
+	$(BIN)/ruff check src tests examples grafana scripts hatch_build.py
+	$(BIN)/ruff format --check src tests examples grafana scripts hatch_build.py
 
 typecheck: $(STAMP) ## mypy (configured in pyproject.toml)
 	$(BIN)/mypy
@@ -98,8 +98,8 @@ format: $(STAMP) ## ruff format + ruff check --fix
 	$(BIN)/ruff check --fix src tests examples grafana scripts
 
 test: $(STAMP) deps ## lint, typecheck, then the whole pytest suite
-	$(BIN)/ruff check src tests examples grafana scripts
-	$(BIN)/ruff format --check src tests examples grafana scripts
+	$(BIN)/ruff check src tests examples grafana scripts hatch_build.py
+	$(BIN)/ruff format --check src tests examples grafana scripts hatch_build.py
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -98,3 +98,13 @@ def test_the_live_view_prints_each_second_once() -> None:
     recorder.now()
     live._show(0.7)
     assert len(out.getvalue().splitlines()) == 2
+
+
+def test_a_user_redis_that_answers_with_misses_is_not_called_dead() -> None:
+    clock = ManualClock(start=0.0)
+    recorder = Recorder(clock=clock)
+    recorder.start_phase("your Redis")
+    requests(recorder, clock, 10, "misses")  # a read-only replica: misses, writes refused
+    recorder.end()
+    verdict = _verdict(summarize(recorder, ["your Redis"]), 0.5, user_redis=True)
+    assert "never answered" not in verdict.headline

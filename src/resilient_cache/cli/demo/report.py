@@ -31,6 +31,7 @@ class PhaseSummary:
     max_latency: float
     max_cache_call: float
     hit_ratio: float
+    lookups: int
     fallbacks: int
     origin_rps: float
     breaker_states: str
@@ -86,6 +87,7 @@ def summarize(recorder: Recorder, phases: Sequence[str]) -> list[PhaseSummary]:
                 max_latency=latencies[-1] if latencies else 0.0,
                 max_cache_call=max(s.cache_latency_max for s in rows),
                 hit_ratio=hits / lookups if lookups else 0.0,
+                lookups=lookups,
                 fallbacks=sum(s.fallbacks for s in rows),
                 origin_rps=sum(s.origin for s in rows) / duration,
                 breaker_states=" -> ".join(states),

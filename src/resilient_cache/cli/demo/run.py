@@ -183,7 +183,8 @@ def _verdict(
         f"slowest cache call: {worst * 1000:.0f} ms (deadline {deadline * 1000:.0f} ms"
         f" + {SLACK * 1000:.0f} ms slack): {'bounded' if bounded else 'NOT bounded'}",
     ]
-    down = user_redis and bool(summaries) and summaries[0].hit_ratio == 0
+    # every lookup failed (a Redis that answers, even refusing writes, makes misses)
+    down = user_redis and bool(summaries) and 0 < summaries[0].fallbacks == summaries[0].lookups
     if down:
         lines.append(f"{YOURS} never answered: {summaries[0].fallbacks} lookups fell back to "
                      "the origin; the service stayed up, without a cache")  # fmt: skip
