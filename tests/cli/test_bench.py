@@ -55,6 +55,11 @@ def test_the_quick_benchmark_runs_and_writes_its_results(tmp_path: Path, redis_b
         assert stack["ratio"] > 0
     assert data["breaker_open_us"]
     assert data["memory"]
+    goals = {target["goal"]: target for target in data["targets"]}
+    breaker = goals["a call while the breaker is open <= 0.1x a raw sequential GET"]
+    assert breaker["status"] in ("met", "missed") and "x (" in breaker["detail"]  # a ratio
+    imported = goals["import resilient_cache <= 1.5x import redis.asyncio"]
+    assert imported["status"] in ("met", "missed") and " ms against " in imported["detail"]
     assert (results.parent / "events.log").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .bench/, no docs
 
