@@ -7,12 +7,11 @@ With ``CI=true`` a missing server binary fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from resilient_cache.testing import LOOPBACK, RedisServer, free_port
+from resilient_cache.testing import LOOPBACK, RedisServer, find_server, free_port
 
 __all__ = [
     "LOOPBACK", "RedisServer", "find_binary", "free_port", "require_binary", "require_binary_path",
@@ -20,12 +19,9 @@ __all__ = [
 
 
 def find_binary(name: str, env_var: str) -> str | None:
-    """The path of a server binary: ``$env_var``, then ``PATH``, then ``.tools/bin``."""
-    path = os.environ.get(env_var) or shutil.which(name)
-    if path is None:
-        tools = Path(__file__).resolve().parent.parent / ".tools" / "bin" / name
-        path = str(tools) if tools.exists() else None
-    return path
+    """The path of a server binary: ``$env_var``, then ``PATH``, then the checkout's
+    ``.tools/bin``."""
+    return find_server(name, env_var, tools_from=Path(__file__).resolve().parent.parent)
 
 
 def require_binary_path(name: str, env_var: str) -> str:

@@ -34,6 +34,17 @@ LOGGER_NAME: Final = "resilient_cache"
 logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
 
 
+def someone_listens(logger: logging.Logger | None = None) -> bool:
+    """Whether a handler other than a ``NullHandler`` gets ``logger``'s records (by default
+    the library's): whether the application configured logging for them."""
+    current: logging.Logger | None = logger or logging.getLogger(LOGGER_NAME)
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
+
+
 def _to_record(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> tuple[Any, ...]:
@@ -54,6 +65,11 @@ _STDLIB: Final = structlog.wrap_logger(
 )
 
 
+# structlog's defaults (private names, stable from 24.1 to 26.1; absent: no default is seen)
+_DEFAULT_FACTORY: Final = getattr(structlog._config, "_BUILTIN_DEFAULT_LOGGER_FACTORY", None)
+_DEFAULT_PROCESSORS: Final = getattr(structlog._config, "_BUILTIN_DEFAULT_PROCESSORS", None)
+
+
 def structlog_configured() -> bool:
     """Whether the application configured structlog: ``structlog.is_configured()``, unless
     what is configured is structlog's own default (``structlog.testing.capture_logs()``
@@ -64,11 +80,6 @@ def structlog_configured() -> bool:
     return not (
         config["logger_factory"] is _DEFAULT_FACTORY and config["processors"] == _DEFAULT_PROCESSORS
     )
-
-
-# structlog's defaults (private names, stable from 24.1 to 26.1; absent: no default is seen)
-_DEFAULT_FACTORY: Final = getattr(structlog._config, "_BUILTIN_DEFAULT_LOGGER_FACTORY", None)
-_DEFAULT_PROCESSORS: Final = getattr(structlog._config, "_BUILTIN_DEFAULT_PROCESSORS", None)
 
 
 class LibraryLogger:

@@ -122,13 +122,19 @@ def test_ping_is_a_container_probe(redis_server: RedisServer) -> None:
 
 @pytest.mark.slow
 def test_ping_asks_the_configured_topology(private_cluster: RedisClusterProcesses) -> None:
-    """With CACHE_TOPOLOGY=cluster, ping asks the cluster's nodes (not CACHE_REDIS_URL)."""
+    """With CACHE_TOPOLOGY=cluster, ping and info ask the cluster's nodes (not
+    CACHE_REDIS_URL)."""
     redis_cluster = private_cluster
     nodes = ",".join(f"{host}:{port}" for host, port in redis_cluster.startup_nodes)
     env = {"CACHE_TOPOLOGY": "cluster", "CACHE_CLUSTER__NODES": nodes}
     result = run_cli("ping", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK RedisClusterAdapter("), result.stdout
+    info = run_cli("info", env=env)  # the server as a node of the cluster answers
+    assert info.returncode == 0, info.stdout + info.stderr
+    server = json.loads(info.stdout)["server"]
+    assert server["topology"] == "cluster" and server["mode"] == "cluster", server
+    assert server["reachable"] is True and server["version"] and server["role"] == "master"
     redis_cluster.kill(redis_cluster.primaries()[0])  # one primary gone: ping says so
     down = run_cli("ping", env=env)
     assert down.returncode == 1, down.stdout

@@ -55,7 +55,7 @@ from resilient_cache.layers.base import backend_of
 from resilient_cache.testing.toxiproxy import ToxiproxyError
 from tests.servers import require_binary_path
 from tests.torture.model import Event, Model, Op, Violation, ident
-from tests.torture.world import Cluster, Deployment, Fault, Sentinel, Standalone
+from tests.torture.world import Cluster, Deployment, Fault, Sentinel, Standalone, keep_log
 
 TOPOLOGIES: Final = ("standalone", "cluster", "sentinel")
 SHAPES: Final = ("adapter", "defaults", "coalesce", "near_cache", "compression", "encryption")
@@ -824,16 +824,12 @@ async def _faults(run: Run, deployment: Deployment, rng: random.Random, span: fl
 def _toxiproxy_state(deployment: Deployment) -> str:
     """Whether the deployment's toxiproxy-server still runs, and the end of its log."""
     server = getattr(deployment, "toxiproxy", None)
-    proc = getattr(server, "proc", None)
-    if server is None or proc is None:
+    if server is None or server.proc is None:
         return "no toxiproxy-server"
-    code = proc.poll()
+    code = server.proc.poll()
     state = "still running" if code is None else f"exited with {code}"
-    text = server.log_path.read_text(errors="replace")
-    lines = text.splitlines()[-40:]
-    kept = Path("build") / f"torture-toxiproxy-{proc.pid}.log"  # cleanup removes the original
-    kept.parent.mkdir(exist_ok=True)
-    kept.write_text(text)
+    kept = keep_log(server)
+    lines = kept.read_text().splitlines()[-40:]
     return f"toxiproxy-server {state}; its log kept in {kept}; it ends:\n" + "\n".join(lines)
 
 

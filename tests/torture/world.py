@@ -111,6 +111,15 @@ class Deployment(Started):
         return []
 
 
+def keep_log(server: ToxiproxyServer) -> Path:
+    """A copy of the server's log in ``build/`` (its own directory goes at cleanup)."""
+    assert server.proc is not None
+    kept = Path("build") / f"torture-toxiproxy-{server.proc.pid}.log"
+    kept.parent.mkdir(exist_ok=True)
+    kept.write_text(server.log_path.read_text(errors="replace"))
+    return kept
+
+
 def revive(server: ToxiproxyServer, proxies: dict[Any, Proxy]) -> dict[Any, Proxy] | None:
     """Start a dead toxiproxy-server again on its port, with its proxies on theirs.
 
@@ -121,12 +130,9 @@ def revive(server: ToxiproxyServer, proxies: dict[Any, Proxy]) -> dict[Any, Prox
     that refused connections for a moment. Returns the new proxies (same keys), or ``None``
     if the server was running.
     """
-    proc = server.proc
-    if proc is None or proc.poll() is None:
+    if server.proc is None or server.proc.poll() is None:
         return None
-    kept = Path("build") / f"torture-toxiproxy-{proc.pid}.log"
-    kept.parent.mkdir(exist_ok=True)
-    kept.write_text(server.log_path.read_text(errors="replace")[-20_000:])
+    keep_log(server)
     server.start()
     return {
         key: server.client.create_proxy(

@@ -66,6 +66,7 @@ from resilient_cache.domain.deadline import deadline_expired
 from resilient_cache.domain.defaults import BATCH_SLICE
 from resilient_cache.domain.errors import CacheError, ConfigurationError, DetailValue, ErrorCode
 from resilient_cache.domain.result import Failure, Result, Success
+from resilient_cache.domain.turns import Turns
 from resilient_cache.domain.validation import (
     Limits,
     invalid,
@@ -414,8 +415,9 @@ class RedisClusterAdapter(KeyCommands):
         if isinstance(replies, CacheError):
             return Failure(replies)
         values: dict[str, str | None] = {}
-        for n, (members, reply) in enumerate(zip(groups.values(), replies, strict=True)):
-            if n and not n % BATCH_SLICE:
+        turns = Turns()
+        for members, reply in zip(groups.values(), replies, strict=True):
+            if turns.due():
                 await asyncio.sleep(0)  # a turn for the other tasks: 10,000 keys, ~7,800 slots
             if isinstance(reply, CacheError):
                 return Failure(reply)
@@ -560,8 +562,8 @@ async def _on_node(
     the node closed meanwhile (a restart, a kill) is reopened before anything is sent. The
     commands are packed a slice at a time, yielding to the event loop in between, then
     written at once (a health check redis-py finds due runs before anything is sent, never
-    between two slices); reading yields every :data:`BATCH_SLICE` replies, since replies
-    already buffered are parsed without suspending. A failure leaves replies unread: the
+    between two slices); reading takes turns too (:class:`Turns`), since replies already
+    buffered are parsed without suspending. A failure leaves replies unread: the
     connection is closed before it goes back, the replies read so far are kept and the
     failure, tagged with the node, stands for each of the others. A cancellation is raised.
 
@@ -583,8 +585,9 @@ async def _on_node(
                 await asyncio.sleep(0)
             packed += connection.pack_commands(commands[start : start + BATCH_SLICE])
         await connection.send_packed_command(packed)
-        for index in range(len(commands)):
-            if index and not index % BATCH_SLICE:
+        turns = Turns()
+        for _ in commands:
+            if turns.due():
                 await asyncio.sleep(0)
             try:
                 replies.append(await connection.read_response())

@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from resilient_cache.domain import defaults
 from resilient_cache.domain.errors import ConfigurationError
+from resilient_cache.log import LOGGER_NAME, someone_listens
 
 DEFAULT_OPERATION_TIMEOUT: Final = defaults.DEADLINE
 _URL_QUERY_ALLOWED: Final = frozenset({"db", "password", "username"})
@@ -25,7 +26,7 @@ _INSECURE_QUERY: Final = frozenset({"ssl_cert_reqs", "ssl_check_hostname"})
 TLS_VERSIONS: Final = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "localhost.localdomain", "::1"})
 _warned: set[str] = set()
-_log = logging.getLogger("resilient_cache")
+_log = logging.getLogger(LOGGER_NAME)
 
 
 def warn_once(key: str, message: str) -> None:
@@ -36,20 +37,10 @@ def warn_once(key: str, message: str) -> None:
     ``NullHandler``), so then they go to stderr, as Python's own last-resort handler did."""
     if key not in _warned:
         _warned.add(key)
-        if _someone_listens(_log):
+        if someone_listens():
             _log.warning(message)
         else:
             print(f"resilient-cache: warning: {message}", file=sys.stderr)
-
-
-def _someone_listens(logger: logging.Logger) -> bool:
-    """Whether a handler other than a ``NullHandler`` would get ``logger``'s records."""
-    current: logging.Logger | None = logger
-    while current is not None:
-        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
-            return True
-        current = current.parent if current.propagate else None
-    return False
 
 
 def is_loopback(host: str) -> bool:

@@ -28,6 +28,7 @@ from typing import Any, Final
 from resilient_cache.adapters.redis_options import redact_url
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.domain.result import Failure
+from resilient_cache.log import LOGGER_NAME, someone_listens
 from resilient_cache.testing import ServerStartError
 from resilient_cache.version import __version__
 
@@ -168,11 +169,9 @@ def _events_to_stderr() -> None:
     """The library's warnings and errors on stderr, unless logging is configured already;
     on the library's own logger (the root logger is the program's, when ``main`` runs in
     one)."""
-    library = logging.getLogger("resilient_cache")
-    if logging.getLogger().handlers or any(
-        not isinstance(h, logging.NullHandler) for h in library.handlers
-    ):
+    if someone_listens():
         return
+    library = logging.getLogger(LOGGER_NAME)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("resilient-cache: %(levelname)s %(message)s"))
     library.addHandler(handler)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -43,6 +44,7 @@ __all__ = [
     "ServerProcess",
     "ServerStartError",
     "Started",
+    "find_server",
     "free_port",
 ]
 
@@ -159,6 +161,24 @@ class ScriptedCache(Layer):
                 maybe_applied=fault.maybe_applied,
             )
         )
+
+
+def find_server(name: str, env_var: str, *, tools_from: Path | None = None) -> str | None:
+    """A server executable: the one ``env_var`` names (used as it is: a wrong one fails at
+    start-up, saying so), else ``name`` on ``PATH``, else, with ``tools_from``, in the
+    ``.tools/bin`` of that directory or of one of its parents (a checkout's, where ``make``
+    installs Toxiproxy)."""
+    named = os.environ.get(env_var)
+    if named:
+        return named
+    found = shutil.which(name)
+    if found is not None or tools_from is None:
+        return found
+    for parent in (tools_from, *tools_from.parents):
+        candidate = parent / ".tools" / "bin" / name
+        if candidate.exists():
+            return str(candidate)
+    return None
 
 
 def free_port() -> int:

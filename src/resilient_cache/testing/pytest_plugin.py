@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from resilient_cache.testing import LOOPBACK, ManualClock, RedisServer
+from resilient_cache.testing import LOOPBACK, ManualClock, RedisServer, find_server
 from resilient_cache.testing.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
 
 __all__ = [
@@ -43,7 +42,7 @@ __all__ = [
 def server_binary(name: str, env_var: str) -> str:
     """The path of a server executable (``env_var``, else ``PATH``); skip the test without
     one, or fail it when ``CI=true``."""
-    path = os.environ.get(env_var) or shutil.which(name)
+    path = find_server(name, env_var)
     if path is None:
         message = f"{name} not found: install it or set {env_var}"
         if os.environ.get("CI", "").lower() == "true":

@@ -26,7 +26,7 @@ import structlog
 
 from resilient_cache.cli.bench import harness, report, system
 from resilient_cache.cli.bench.svg import throughput_chart
-from resilient_cache.testing import RedisServer, ServerStartError
+from resilient_cache.testing import RedisServer, ServerStartError, find_server
 
 PROG = "python -m resilient_cache.cli.bench"
 REDIS_SERVER_VARIABLE = "RESILIENT_CACHE_REDIS_SERVER"
@@ -89,8 +89,10 @@ def _arguments(argv: Sequence[str], prog: str) -> argparse.Namespace:
 
 
 def redis_server_binary() -> str | None:
-    """The redis-server to run: ``RESILIENT_CACHE_REDIS_SERVER`` if set, else the one on PATH."""
-    return shutil.which(os.environ.get(REDIS_SERVER_VARIABLE) or "redis-server")
+    """The redis-server to run: ``RESILIENT_CACHE_REDIS_SERVER`` if set, else the one on PATH;
+    ``None`` if that is not an executable."""
+    found = find_server("redis-server", REDIS_SERVER_VARIABLE)
+    return shutil.which(found) if found is not None else None
 
 
 def _configure_logging(events: TextIO) -> None:

@@ -11,42 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Final
 
-from resilient_cache.testing import LOOPBACK, RedisServer
+from resilient_cache.testing import LOOPBACK, RedisServer, find_server
 from resilient_cache.testing.toxiproxy import Proxy, ToxiproxyServer
 
 LATENCY_MS: Final = 1_000
 """The "slow Redis" phase: every reply this late, twice the default deadline."""
-
-
-BINARY_VARIABLES: Final = {
-    "redis-server": "RESILIENT_CACHE_REDIS_SERVER",
-    "toxiproxy-server": "RESILIENT_CACHE_TOXIPROXY_SERVER",
-}
-"""The environment variables that name a server binary, as for the tests and the benchmarks."""
-
-
-def find_binary(name: str) -> str | None:
-    """A server binary: the one its variable names (:data:`BINARY_VARIABLES`, used as it is:
-    a wrong one fails at start-up, saying so), else on PATH, else in the project's
-    ``.tools/bin`` when run from a checkout."""
-    named = os.environ.get(BINARY_VARIABLES.get(name, ""))
-    if named:
-        return named
-    found = shutil.which(name)
-    if found:
-        return found
-    for parent in Path.cwd(), *Path.cwd().parents:
-        candidate = parent / ".tools" / "bin" / name
-        if candidate.exists():
-            return str(candidate)
-    return None
 
 
 class Faults(ABC):
@@ -163,12 +138,14 @@ class SignalFaults(Faults):
 
 def start_faults() -> Faults:
     """A private redis-server, with Toxiproxy in front of it when it is installed."""
-    binary = find_binary("redis-server")
+    binary = find_server("redis-server", "RESILIENT_CACHE_REDIS_SERVER", tools_from=Path.cwd())
     if binary is None:
         raise RuntimeError("redis-server not found: run `make demo`, or pass --redis-url")
     redis = RedisServer(binary)
     redis.start()
-    toxiproxy = find_binary("toxiproxy-server")
+    toxiproxy = find_server(
+        "toxiproxy-server", "RESILIENT_CACHE_TOXIPROXY_SERVER", tools_from=Path.cwd()
+    )
     if toxiproxy is None:
         return SignalFaults(redis)
     try:

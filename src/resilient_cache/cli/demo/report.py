@@ -44,14 +44,9 @@ class PhaseSummary:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def _first_transition(recorder: Recorder, name: str, state: str) -> float | None:
-    """Seconds from the start of phase ``name`` to the breaker's first move to ``state``."""
-    start = recorder.phase_starts.get(name)
-    if start is None:
-        return None
-    names = list(recorder.phase_starts)
-    following = names[names.index(name) + 1 :]
-    end = recorder.phase_starts[following[0]] if following else float("inf")
+def _first_transition(recorder: Recorder, span: tuple[float, float], state: str) -> float | None:
+    """Seconds from the start of ``span`` to the breaker's first move to ``state`` in it."""
+    start, end = span
     moves = [t for t, moved_to in recorder.transitions if start <= t < end and moved_to == state]
     return moves[0] - start if moves else None
 
@@ -61,6 +56,7 @@ def summarize(recorder: Recorder, phases: Sequence[str]) -> list[PhaseSummary]:
     request are skipped); rates over the phase's own duration."""
     summaries = []
     faulty = {"latency above the deadline", "blackhole", "Redis killed"}
+    spans = recorder.spans()
     for name in phases:
         rows = [s for s in recorder.seconds if s.phase == name]
         if not rows:
@@ -73,9 +69,10 @@ def summarize(recorder: Recorder, phases: Sequence[str]) -> list[PhaseSummary]:
         hits = sum(s.hits for s in rows)
         lookups = hits + sum(s.misses + s.fallbacks for s in rows)
         states = list(dict.fromkeys(s.breaker for s in rows))
-        opened = _first_transition(recorder, name, "open") if name in faulty else None
-        recovered = None if name in faulty else _first_transition(recorder, name, "closed")
-        duration = recorder.phase_seconds(name) or float(len(rows))
+        span = spans.get(name, (0.0, float(len(rows))))
+        opened = _first_transition(recorder, span, "open") if name in faulty else None
+        recovered = None if name in faulty else _first_transition(recorder, span, "closed")
+        duration = (span[1] - span[0]) or float(len(rows))
         summaries.append(
             PhaseSummary(
                 name=name,
@@ -132,13 +129,11 @@ class Band:
 
 def phase_bands(recorder: Recorder, until: float) -> list[Band]:
     """Each phase's span on the time axis, cut at ``until`` (the last charted second)."""
-    starts = list(recorder.phase_starts.items())
-    bands = []
-    for index, (name, start) in enumerate(starts):
-        end = starts[index + 1][1] if index + 1 < len(starts) else until
-        if start < until:
-            bands.append(Band(name, start, min(end, until)))
-    return bands
+    return [
+        Band(name, start, min(end, until))
+        for name, (start, end) in recorder.spans().items()
+        if start < until
+    ]
 
 
 def _ticks(top: float) -> list[float]:

@@ -163,7 +163,7 @@ class Verdict:
     failed_requests: int
     max_cache_call: float
     lines: list[str]
-    headline: str = ""
+    headline: str
 
 
 YOURS: Final = "your Redis"

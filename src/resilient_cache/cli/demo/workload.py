@@ -75,18 +75,13 @@ class Recorder:
         """Mark the end of the run (the last phase's end)."""
         self.ended = self.elapsed()
 
-    def phase_seconds(self, name: str) -> float:
-        """How long phase ``name`` lasted (until the next one, or the end of the run)."""
-        names = list(self.phase_starts)
-        if name not in names:
-            return 0.0
-        index = names.index(name)
-        end = (
-            self.phase_starts[names[index + 1]]
-            if index + 1 < len(names)
-            else (self.ended if self.ended is not None else self.elapsed())
-        )
-        return max(0.0, end - self.phase_starts[name])
+    def spans(self) -> dict[str, tuple[float, float]]:
+        """Each phase's start and end, in seconds of the run (a phase ends where the next
+        begins; the last at the end of the run, or now)."""
+        starts = list(self.phase_starts.items())
+        last = self.ended if self.ended is not None else self.elapsed()
+        ends = [start for _, start in starts[1:]] + [last]
+        return {name: (start, end) for (name, start), end in zip(starts, ends, strict=True)}
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
