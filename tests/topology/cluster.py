@@ -10,7 +10,7 @@ from typing import Final
 import pytest
 from redis.crc import key_slot
 
-from resilient_cache.testing import LOOPBACK, RedisServer, Started, free_port
+from resilient_cache.testing import LOOPBACK, RedisServer, Started, free_port, server_version
 from tests.servers import require_binary
 from tests.topology.common import (
     CLUSTER_BUS_OFFSET,
@@ -22,7 +22,6 @@ from tests.topology.common import (
     info_fields,
     port_is_free,
     query,
-    server_version,
     tail,
     try_query,
     wait_until,

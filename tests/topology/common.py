@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -109,15 +107,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def server_version(binary: str) -> tuple[int, ...]:
-    """``(7, 0, 15)`` from ``redis-server --version`` (``(0,)`` if unreadable)."""
-    out = subprocess.run(
-        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-    )
-    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out.stdout)
-    return tuple(int(part) for part in match.groups()) if match else (0,)
 
 
 def tail(path: os.PathLike[str] | str, lines: int = 15) -> str:

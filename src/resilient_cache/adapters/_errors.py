@@ -11,6 +11,7 @@ policy table (:data:`resilient_cache.domain.errors.POLICY`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Final
@@ -56,12 +57,33 @@ EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
     (Exception, ErrorCode.BACKEND),  # a driver bug must not escape: fail open
 )
 
-# Plain "ERR"/"WRONGTYPE" replies that deserve a more precise code.
+# An error reply's code is its first word ("WRONGTYPE Operation against ..."). redis-py turns
+# the codes it knows into the classes above (NOPERM is NoPermissionError, READONLY
+# ReadOnlyError, ...) and leaves the others, and every code inside a script on Redis 6.2, as a
+# plain ResponseError: the code read from the text, then.
+REPLY_CODES: Final = {
+    "WRONGTYPE": ErrorCode.WRONG_TYPE,
+    "NOPERM": ErrorCode.AUTH,
+    "NOAUTH": ErrorCode.AUTH,
+    "WRONGPASS": ErrorCode.AUTH,
+    "READONLY": ErrorCode.READONLY,
+    "OOM": ErrorCode.OUT_OF_MEMORY,
+}
+
+# Redis 6.2 wraps an error inside a script: 'Error running script (call to f_<sha1>):
+# @user_script:1: @user_script: 1: -OOM ...'; 7.0 and later keep the code in front and append
+# ' script: <sha1>, on @user_script:1.'
+_SCRIPT_WRAPPER: Final = re.compile(
+    r"^Error running script \(call to f_[0-9a-f]+\): (?:@user_script:? ?\d+: )*-?"
+)
+
+# The wording, last: replies whose code is the generic ERR on every server.
 RESPONSE_MARKERS: Final = (
-    ("WRONGTYPE", ErrorCode.WRONG_TYPE),
     ("not an integer", ErrorCode.WRONG_TYPE),
     ("would overflow", ErrorCode.WRONG_TYPE),
-    ("The user executing the script can't", ErrorCode.AUTH),  # the ACL, inside a script
+    # the ACL, inside a script: Redis 6.2 and 7.0 / Redis 7.2 and Valkey
+    ("The user executing the script can't", ErrorCode.AUTH),
+    ("ACL failure in script", ErrorCode.AUTH),
 )
 
 # redis-py's Sentinel connections (a master_for() client) turn a READONLY reply into this
@@ -101,10 +123,19 @@ def classify(exc: BaseException) -> tuple[ErrorCode, bool, BaseException]:
     code = _code_of(exc)
     if code is ErrorCode.BACKEND and isinstance(exc, rx.ResponseError):
         text = str(exc)
-        code = next((c for marker, c in RESPONSE_MARKERS if marker in text), code)
+        code = REPLY_CODES.get(reply_code(text)) or next(
+            (c for marker, c in RESPONSE_MARKERS if marker in text), code
+        )
     elif code is ErrorCode.CONNECTION and str(exc) == _DEMOTED_MASTER:
         code = ErrorCode.READONLY  # a failover, not an outage: do not trip the breaker
     return code, True, exc
+
+
+def reply_code(text: str) -> str:
+    """The code of an error reply as redis-py hands it over (it strips a leading ``ERR``):
+    its first word when that is one in capitals, inside a script too; else ``ERR``."""
+    word = _SCRIPT_WRAPPER.sub("", text, count=1).split(" ", 1)[0]
+    return word if word.isalpha() and word.isupper() else "ERR"
 
 
 def _code_of(exc: BaseException) -> ErrorCode:

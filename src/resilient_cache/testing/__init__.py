@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -46,6 +48,7 @@ __all__ = [
     "Started",
     "find_server",
     "free_port",
+    "server_version",
 ]
 
 T = TypeVar("T")
@@ -179,6 +182,20 @@ def find_server(name: str, env_var: str, *, tools_from: Path | None = None) -> s
         if candidate.exists():
             return str(candidate)
     return None
+
+
+@functools.cache
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version of a ``redis-server`` (or ``valkey-server``) binary, from ``--version``:
+    ``(7, 0, 15)``; Valkey's own number (``(8, 0, 1)``). ``()`` when it does not say."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"\bv=(\d+(?:\.\d+)*)", out)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
 
 
 def free_port() -> int:
@@ -372,7 +389,9 @@ class RedisServer(ServerProcess):
             "--appendonly", "no",
             "--daemonize", "no",
             "--unixsocket", str(self.socket_path),
-            "--enable-debug-command", "local",
+            # DEBUG (SLEEP, for the fault tests) is off by default since Redis 7.0, and 6.2
+            # refuses the option that turns it on
+            *(("--enable-debug-command", "local") if server_version(self.binary) >= (7,) else ()),
             *self.extra_args,
         ]  # fmt: skip
 

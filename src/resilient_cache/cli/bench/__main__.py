@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import shlex
@@ -95,6 +96,21 @@ def redis_server_binary() -> str | None:
     return shutil.which(found) if found is not None else None
 
 
+def _run_on_each_loop(url: str, plan: harness.Plan) -> harness.Outcome:
+    """The rounds on asyncio's event loop, then again on uvloop (common under uvicorn) as
+    the ``[uvloop]`` columns, when it is installed."""
+    outcome = asyncio.run(harness.run(url, plan))
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        outcome.notes.append("uvloop is not installed: no [uvloop] columns")
+        return outcome
+    print("benchmarks: the same rounds on uvloop", file=sys.stderr)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        harness.merge(outcome, runner.run(harness.run(url, plan, memory=False)), "uvloop")
+    return outcome
+
+
 def _configure_logging(events: TextIO) -> None:
     """What an application does: INFO and above, here to a file, loggers cached."""
     structlog.configure(
@@ -149,7 +165,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     try:
         with events_path.open("w", encoding="utf-8") as events, RedisServer(binary) as server:
             _configure_logging(events)
-            outcome = asyncio.run(harness.run(server.url, plan))
+            outcome = _run_on_each_loop(server.url, plan)
     except ServerStartError as exc:  # a binary that does not run as a redis-server
         print(f"{prog}: {exc.summary()}", file=sys.stderr)
         return EXIT_NO_REDIS

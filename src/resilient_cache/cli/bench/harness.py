@@ -11,8 +11,12 @@ the first round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import csv
 import gc
 import math
+import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -20,6 +24,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
+from urllib.parse import urlsplit
 
 from resilient_cache import (
     BreakerState,
@@ -65,6 +70,14 @@ class Plan:
     batch_size: int = 100
     memory_concurrency: int = 50
     memory_checkpoints: int = 4
+    big_calls: int = 5
+    big_keys: int = 10_000
+    """``get_many`` of this many keys: the default ``max_batch_keys``."""
+    big_values: int = 100
+    big_value_bytes: int = 100_000
+    """``set_many`` of ``big_values`` values of this size (10 MB, under ``max_batch_bytes``)."""
+    c_benchmark_requests: int = 40_000
+    """GETs that ``redis-benchmark -c 50`` sends per round (its column)."""
 
 
 FULL: Final = Plan(
@@ -89,6 +102,8 @@ QUICK: Final = Plan(
     memory_gets=20_000,
     memory_warmup=2_000,
     warmup_seconds=0.05,
+    big_calls=1,
+    c_benchmark_requests=4_000,
 )
 
 
@@ -103,6 +118,8 @@ class Sample:
     p50_us: float | None = None
     p99_us: float | None = None
     max_us: float | None = None
+    stall_us: float | None = None
+    """The longest time the event loop went without a turn for other tasks (big batches)."""
 
 
 @dataclass(frozen=True)
@@ -113,17 +130,24 @@ class Keys:
     writes: list[str]
     batches: list[list[str]]
     mapping: dict[str, str]
+    big_batch: list[str]
+    """``big_keys`` existing keys, for the big ``get_many``."""
+    big_mapping: dict[str, str]
+    """``big_values`` values of ``big_value_bytes``, for the big ``set_many``."""
 
     @classmethod
     def for_client(cls, name: str, plan: Plan) -> Keys:
         prefix = "bench:" + name.replace(" ", "-") + ":"
         existing = [f"{prefix}k{i}" for i in range(plan.keys)]
         size = plan.batch_size
+        big_value = (VALUE * (plan.big_value_bytes // len(VALUE) + 1))[: plan.big_value_bytes]
         return cls(
             existing=existing,
             writes=[f"{prefix}w{i}" for i in range(plan.keys)],
             batches=[existing[i : i + size] for i in range(0, plan.keys - size + 1, size)],
             mapping={f"{prefix}m{i}": VALUE for i in range(size)},
+            big_batch=[f"{prefix}b{i}" for i in range(plan.big_keys)],
+            big_mapping={f"{prefix}B{i}": big_value for i in range(plan.big_values)},
         )
 
 
@@ -140,6 +164,8 @@ class Measure:
     higher_is_better: bool
     run: Run
     concurrency: int | None = None
+    big: bool = False
+    """A big batch: the longest event-loop stall during it is reported too."""
 
 
 def _quantiles(latencies: list[float]) -> tuple[float, float, float]:
@@ -253,6 +279,57 @@ async def set_many(client: Client, keys: Keys, plan: Plan) -> Sample:
     return await _batches(call, plan.batch_calls)
 
 
+class LoopWatch:
+    """The longest the event loop went without running a task that asks for a turn every
+    millisecond: what a batch makes every other request of the process wait."""
+
+    INTERVAL: Final = 0.001
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        perf = time.perf_counter
+        last = perf()
+        while True:
+            await asyncio.sleep(self.INTERVAL)
+            now = perf()
+            self.longest = max(self.longest, now - last - self.INTERVAL)
+            last = now
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.sleep(0)  # let it take its first time
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def big_get_many(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine reading ``big_keys`` existing keys per call, the loop watched."""
+    async with LoopWatch() as watch:
+        sample = await _batches(
+            lambda _: _all_found(client.get_many(keys.big_batch), plan.big_keys), plan.big_calls
+        )
+    return replace(sample, stall_us=watch.longest * 1e6)
+
+
+async def _all_found(found: Awaitable[int], wanted: int) -> bool:
+    return await found == wanted
+
+
+async def big_set_many(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine writing ``big_values`` values of ``big_value_bytes`` per call, watched."""
+    async with LoopWatch() as watch:
+        sample = await _batches(lambda _: client.set_many(keys.big_mapping), plan.big_calls)
+    return replace(sample, stall_us=watch.longest * 1e6)
+
+
 def _coroutines(count: int) -> str:
     return f"get, {count} coroutine{'s' if count > 1 else ''}"
 
@@ -268,6 +345,28 @@ def measures(plan: Plan) -> list[Measure]:
         ),
         Measure("get_many", f"get_many({plan.batch_size})", "us", False, get_many),
         Measure("set_many", f"set_many({plan.batch_size})", "us", False, set_many),
+        Measure(
+            "get_many_big", f"get_many({plan.big_keys:,})", "us", False, big_get_many, big=True
+        ),
+        Measure(
+            "set_many_big",
+            f"set_many({plan.big_values} x {plan.big_value_bytes // 1000} KB)",
+            "us",
+            False,
+            big_set_many,
+            big=True,
+        ),
+    ]
+
+
+def loop_measures(plan: Plan, loops: Sequence[str]) -> list[Measure]:
+    """:func:`measures` for the first event loop, then again for each other one
+    (``get@uvloop``, titled ``get, sequential [uvloop]``)."""
+    first = measures(plan)
+    return first + [
+        replace(m, id=f"{m.id}@{loop}", title=f"{m.title} [{loop}]")
+        for loop in loops[1:]
+        for m in first
     ]
 
 
@@ -380,11 +479,47 @@ class Outcome:
     breaker_open_us: dict[str, list[float]] = field(default_factory=dict)
     refused_us: list[float] = field(default_factory=list)
     memory: dict[str, Memory] = field(default_factory=dict)
+    loops: list[str] = field(default_factory=lambda: ["asyncio"])
+    """The event loops measured: the first is the plain columns, the others ``id@loop``."""
     import_seconds: dict[str, list[float]] = field(default_factory=dict)
     """module -> how long importing it took, each time (a fresh interpreter each)."""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     event_loop: str = ""
+
+
+C_BENCHMARK: Final = "redis-benchmark"
+"""The C client's row: Redis' own load generator, 50 connections, no pipelining."""
+
+
+async def c_benchmark(binary: str, url: str, plan: Plan, concurrency: int) -> Sample:
+    """GETs per second of ``redis-benchmark -c <concurrency> -t get -d 100`` (one process,
+    hiredis, no pipelining) against the same server, read from its CSV output."""
+    parts = urlsplit(url)
+    argv = [
+        binary, "-h", str(parts.hostname), "-p", str(parts.port), "-c", str(concurrency),
+        "-n", str(plan.c_benchmark_requests), "-d", str(len(VALUE)), "-t", "get", "--csv",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    for row in csv.reader(out.decode(errors="replace").splitlines()):
+        if row[:1] == ["GET"]:
+            return Sample(float(row[1]), plan.c_benchmark_requests, 0)
+    raise RuntimeError(f"{binary} gave no GET figure: {(err or out).decode()[-300:]!r}")
+
+
+async def _c_benchmark_key(binary: str, url: str) -> None:
+    """The key ``redis-benchmark -t get`` reads, written with a 100-byte value like ours."""
+    parts = urlsplit(url)
+    argv = [binary, "-h", str(parts.hostname), "-p", str(parts.port), "-c", "1", "-n", "1",
+            "-d", str(len(VALUE)), "-t", "set", "-q"]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    if await process.wait() != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed")
 
 
 def _log(message: str) -> None:
@@ -405,6 +540,11 @@ async def _prepare(contender: Contender, url: str, keys: Keys, plan: Plan) -> Cl
             raise RuntimeError("get_many() did not find keys just set")
         if not await client.set_many(keys.mapping):
             raise RuntimeError("set_many() failed")
+        for start in range(0, len(keys.big_batch), 1000):
+            if not await client.set_many(
+                dict.fromkeys(keys.big_batch[start : start + 1000], VALUE)
+            ):
+                raise RuntimeError("set_many() of the big batch's keys failed")
         await throughput(POOL_SIZE)(
             client, keys, replace(plan, throughput_seconds=plan.warmup_seconds)
         )
@@ -426,6 +566,7 @@ class _Run:
         self.keys: dict[str, Keys] = {}
         self.breakers: dict[str, Layer] = {}
         self.refused = RedisAdapter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        self.c_benchmark = shutil.which(C_BENCHMARK) if 50 in plan.concurrency else None
 
     async def prepare(self, contenders: Sequence[Contender]) -> None:
         """Build every client that can run here; mark the others n/a with the reason."""
@@ -442,6 +583,17 @@ class _Run:
             if reason is not None:
                 entry.update(status="n/a", reason=reason)
                 _log(f"  {contender.name}: n/a ({reason})")
+        entry = {
+            "description": f"{C_BENCHMARK} -c 50 -t get -d {len(VALUE)}: Redis' C load generator "
+            "(hiredis, no pipelining), get at 50 connections only",
+            "status": "ok",
+            "reason": "",
+        }
+        if self.c_benchmark is None:
+            entry.update(status="n/a", reason=f"no {C_BENCHMARK} on PATH (Debian: redis-tools)")
+        else:
+            await _c_benchmark_key(self.c_benchmark, self.url)
+        self.outcome.clients[C_BENCHMARK] = entry
         for client in self.clients:
             if isinstance(client, StackClient):
                 try:
@@ -478,6 +630,9 @@ class _Run:
             for client in order:
                 if client in self.clients:  # not dropped earlier in this round
                     await self.cell(number, measure, client)
+        if self.c_benchmark is not None:
+            sample = await c_benchmark(self.c_benchmark, self.url, self.plan, 50)
+            self.outcome.samples["get_x50"].setdefault(C_BENCHMARK, []).append(sample)
         for name, stack in self.breakers.items():
             gc.collect()
             cost = await rejected_calls(stack, self.plan.breaker_calls, ErrorCode.CIRCUIT_OPEN)
@@ -503,8 +658,11 @@ class _Run:
         await self.refused.aclose()
 
 
-async def run(url: str, plan: Plan, contenders: Sequence[Contender] = CONTENDERS) -> Outcome:
-    """Prepare every client, run the interleaved rounds, then the memory runs."""
+async def run(
+    url: str, plan: Plan, contenders: Sequence[Contender] = CONTENDERS, *, memory: bool = True
+) -> Outcome:
+    """Prepare every client, run the interleaved rounds, then (``memory``) the memory runs
+    and the import times."""
     started = time.perf_counter()
     state = _Run(url, plan)
     try:
@@ -517,12 +675,29 @@ async def run(url: str, plan: Plan, contenders: Sequence[Contender] = CONTENDERS
             await state.round(number, columns)
             elapsed = time.perf_counter() - round_started
             _log(f"  round {number + 1}/{plan.rounds}: {elapsed:.1f} s")
-        await state.memory()
+        if memory:
+            await state.memory()
     finally:
         await state.aclose()
-    state.outcome.import_seconds = system.import_seconds(plan.rounds)
+    if memory:
+        state.outcome.import_seconds = system.import_seconds(plan.rounds)
     state.outcome.seconds = time.perf_counter() - started
     return state.outcome
+
+
+def merge(outcome: Outcome, other: Outcome, loop: str) -> None:
+    """Add ``other``, the same rounds under the event loop ``loop``, to ``outcome`` as its
+    ``@loop`` columns (and ``name@loop`` breaker figures)."""
+    outcome.loops.append(loop)
+    for measure_id, per_client in other.samples.items():
+        outcome.samples[f"{measure_id}@{loop}"] = per_client
+    for name, costs in other.breaker_open_us.items():
+        outcome.breaker_open_us[f"{name}@{loop}"] = costs
+    outcome.notes += [f"[{loop}] {note}" for note in other.notes]
+    for name, entry in other.clients.items():
+        if entry["status"] != "ok" and outcome.clients.get(name, {}).get("status") == "ok":
+            outcome.notes.append(f"[{loop}] {name}: n/a ({entry['reason']})")
+    outcome.seconds += other.seconds
 
 
 def median(values: Sequence[float]) -> float:
