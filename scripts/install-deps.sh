@@ -184,8 +184,9 @@ fetch() {
 
 # valkey_from_index ARCH DIR: fetch the newest valkey-tools of $VALKEY_SUITE into DIR/v.deb.
 valkey_from_index() {
-    local arch="$1" dir="$2" index="main/binary-$1/Packages.xz" sha file
+    local arch="$1" dir="$2" index="main/binary-$1/Packages.xz" sha
     ensure_apt gpgv gpgv
+    ensure_apt xz-utils xz
     [[ -r "$DEBIAN_KEYRING" ]] || die "no $DEBIAN_KEYRING (package debian-archive-keyring)"
     fetch "$DEBIAN_MIRROR/dists/$VALKEY_SUITE/InRelease" "$dir/InRelease" \
         || die "cannot fetch $VALKEY_SUITE's InRelease"
@@ -196,38 +197,49 @@ valkey_from_index() {
     [[ -n "$sha" ]] || die "$VALKEY_SUITE's Release file lists no $index"
     fetch "$DEBIAN_MIRROR/dists/$VALKEY_SUITE/$index" "$dir/Packages.xz" "$sha" \
         || die "$VALKEY_SUITE's $index does not match its Release file"
+    local file="" sha=""
     read -r file sha < <(xz -dc "$dir/Packages.xz" | awk '
         /^Package: / {p = ($2 == "valkey-tools")} p && /^Filename: / {f = $2}
-        p && /^SHA256: / {print f, $2; exit}')
-    [[ -n "${file:-}" ]] || die "$VALKEY_SUITE has no valkey-tools for $arch"
+        p && /^SHA256: / {print f, $2; exit}') || true
+    [[ -n "$file" && -n "$sha" ]] || die "$VALKEY_SUITE has no valkey-tools for $arch"
     log "valkey-tools from $VALKEY_SUITE's index: ${file##*/}"
     fetch "$DEBIAN_MIRROR/$file" "$dir/v.deb" "$sha" || die "${file##*/} does not match the index"
 }
 
-# ensure_valkey: $SERVERS_DIR/valkey/valkey-server, unless it is there and starts.
+# ensure_valkey: $SERVERS_DIR/valkey/valkey-server, unless the one there starts and came from
+# the pinned package (one taken from the index stays until the pin is moved).
 ensure_valkey() {
-    local dest="$SERVERS_DIR/valkey" arch tmp pinned
-    if [[ -x "$dest/valkey-server" ]] && "$dest/valkey-server" --version >/dev/null 2>&1; then
+    local dest="$SERVERS_DIR/valkey" arch pinned source tmp
+    if [[ -x "$dest/valkey-server" ]] && "$dest/valkey-server" --version >/dev/null 2>&1 \
+        && [[ "$(cat "$dest/SOURCE" 2>/dev/null)" == *" $VALKEY_DEB_VERSION" \
+              || "$(cat "$dest/SOURCE" 2>/dev/null)" == index* ]]; then
         return 0
     fi
     command -v dpkg-deb >/dev/null 2>&1 || die "valkey: needs dpkg-deb (Debian/Ubuntu)"
     arch="$(dpkg --print-architecture)"
     tmp="$(mktemp -d)"
+    VALKEY_TMP="$tmp"  # removed on exit, a failure's too
+    trap 'rm -rf "${VALKEY_TMP:-}"; restore_service_start' EXIT
     pinned="VALKEY_DEB_SHA256_$arch"
     if [[ -n "${!pinned:-}" ]] && fetch \
         "$DEBIAN_MIRROR/pool/main/v/valkey/valkey-tools_${VALKEY_DEB_VERSION}_$arch.deb" \
         "$tmp/v.deb" "${!pinned}"; then
-        log "valkey-tools $VALKEY_DEB_VERSION (pinned)"
+        source="pinned $VALKEY_DEB_VERSION"
     else
+        [[ -z "${!pinned:-}" ]] || log "warning: valkey-tools $VALKEY_DEB_VERSION is gone from \
+the archive or does not match its pin: taking the newest from $VALKEY_SUITE's index"
         valkey_from_index "$arch" "$tmp"
+        source="index $(dpkg-deb --field "$tmp/v.deb" Version)"
     fi
+    log "valkey-tools: $source"
     dpkg-deb -x "$tmp/v.deb" "$tmp/x"
     rm -rf "$dest" && mkdir -p "$dest"
     # one program for every role, named by argv[0]: Debian's valkey-server links it too
     cp "$tmp/x/usr/bin/valkey-check-rdb" "$dest/valkey-server"
-    rm -rf "$tmp"
     "$dest/valkey-server" --version >/dev/null 2>&1 || die "$dest/valkey-server does not start: \
 $(ldd "$dest/valkey-server" | grep 'not found' || true) (install libjemalloc2 liblzf1)"
+    echo "$source" > "$dest/SOURCE"
+    rm -rf "$tmp"
     log "installed $dest/valkey-server: $("$dest/valkey-server" --version)"
 }
 

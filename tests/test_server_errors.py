@@ -5,13 +5,15 @@ script Redis 6.2 wraps the reply's code in text. The mapping reads the code, not
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from resilient_cache import CacheError, ErrorCode, Failure, RedisAdapter, Result
+from resilient_cache import CacheError, ErrorCode, Failure, RedisAdapter, Result, Success
 from resilient_cache.acl import acl_rules
 from resilient_cache.domain.scripts import CacheScript
 from resilient_cache.testing import server_version
@@ -129,3 +131,28 @@ async def test_each_reply_maps_to_its_code_on_this_server(
     error = error_of(await case(cache, admin))
     version = ".".join(map(str, server_version(redis_binary)))
     assert error.code is CASES[case], f"{redis_binary} {version}: {error.message!r}"
+
+
+def commands_seen(server: RedisServer) -> set[str]:
+    """The commands the server has counted (``INFO commandstats``), asked over a raw socket
+    (a redis-py client would send its own handshake)."""
+    with socket.create_connection((LOOPBACK, server.port), timeout=5) as sock:
+        sock.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while b"\r\n" not in data or len(data) < int(data[1 : data.index(b"\r\n")]) + 5:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            data += chunk
+    return set(re.findall(r"^cmdstat_([a-z|_]+):", data.decode(), flags=re.MULTILINE))
+
+
+async def test_the_handshake_sends_no_client_command(private_redis: RedisServer) -> None:
+    """No CLIENT SETINFO (Redis 7.2+, Valkey) nor CLIENT MAINT_NOTIFICATIONS (redis-py 8;
+    counted as failed calls by Redis 6.2): a least-privilege ACL logs each as refused."""
+    adapter = RedisAdapter.from_url(private_redis.url, namespace="app")
+    assert await adapter.set("k", "v") == Success(None)
+    assert await adapter.get("k") == Success("v")
+    await adapter.aclose()
+    seen = commands_seen(private_redis)
+    assert {"get", "set"} <= seen  # the counts are there...
+    assert not {name for name in seen if name.startswith("client")}, seen  # ...and no CLIENT

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+
+import pytest
 
 from resilient_cache.cli.bench import harness, report
 from resilient_cache.cli.bench.harness import LoopWatch, Outcome, Sample
@@ -14,6 +17,13 @@ async def test_the_loop_watch_sees_how_long_the_loop_was_held() -> None:
         await asyncio.sleep(0.01)
         time.sleep(0.06)  # noqa: ASYNC251 - a batch that never gives the loop a turn
         await asyncio.sleep(0.01)
+    assert watch.longest >= 0.05
+
+
+async def test_the_loop_watch_sees_a_stall_that_ends_the_block() -> None:
+    async with LoopWatch() as watch:
+        await asyncio.sleep(0.01)
+        time.sleep(0.06)  # noqa: ASYNC251 - the last call's decoding, say
     assert watch.longest >= 0.05
 
 
@@ -65,3 +75,27 @@ def test_another_event_loop_gets_its_own_columns_and_targets() -> None:
     assert found["stack at 50 coroutines >= 1.6x redis-py throughput"].status == "missed"
     assert found["stack at 50 coroutines >= 1.6x redis-py throughput [uvloop]"].status == "met"
     assert outcome.breaker_open_us == {"stack@uvloop": [5.0]}
+
+
+def fake_tool(tmp_path: Path, script: str) -> str:
+    path = tmp_path / "redis-benchmark"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+async def test_the_c_client_figure_is_read_from_its_csv(tmp_path: Path) -> None:
+    tool = fake_tool(
+        tmp_path, 'echo \'"test","rps","avg_latency_ms"\'; echo \'"GET","26178.01","1.0"\''
+    )
+    sample = await harness.c_benchmark(tool, "redis://127.0.0.1:1/0", harness.QUICK, 50)
+    assert sample.value == 26178.01
+
+
+async def test_a_failing_c_client_is_a_clear_error(tmp_path: Path) -> None:
+    tool = fake_tool(tmp_path, "echo 'Could not connect' >&2; exit 1")
+    with pytest.raises(RuntimeError, match="exited with 1: Could not connect"):
+        await harness.c_benchmark(tool, "redis://127.0.0.1:1/0", harness.QUICK, 50)
+    silent = fake_tool(tmp_path, "echo nothing useful")
+    with pytest.raises(RuntimeError, match="gave no GET figure"):
+        await harness.c_benchmark(silent, "redis://127.0.0.1:1/0", harness.QUICK, 50)

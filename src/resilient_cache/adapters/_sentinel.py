@@ -39,6 +39,7 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from resilient_cache.adapters._handshake import PLAIN_HANDSHAKE
 from resilient_cache.adapters.redis_options import RedisOptions, sentinel_settings
 from resilient_cache.domain.errors import ConfigurationError
 from resilient_cache.log import get_logger
@@ -400,6 +401,7 @@ def sentinel_client(
         sentinel_master=SentinelMaster(addresses, str(service_name), client_kwargs),
         retry=Retry(NoBackoff(), 0),
         **kwargs,
+        **PLAIN_HANDSHAKE,
     )
     return opts, Redis(connection_pool=pool)
 
@@ -421,6 +423,7 @@ def sentinel_client_kwargs(
         "socket_connect_timeout": opts.connect_timeout,
         "socket_timeout": opts.socket_timeout or opts.connect_timeout,
         "socket_keepalive": opts.socket_keepalive,
+        **PLAIN_HANDSHAKE,  # a sentinel's ACL refuses CLIENT SETINFO too
     }
     if username is not None:
         kwargs["username"] = username

@@ -44,6 +44,7 @@ from resilient_cache.adapters._commands import (
     went_away,
 )
 from resilient_cache.adapters._errors import PoolTimeoutError, partial, to_error
+from resilient_cache.adapters._handshake import PLAIN_HANDSHAKE
 from resilient_cache.adapters._pool import Pool
 from resilient_cache.adapters._sentinel import SentinelConnection, SentinelMaster, sentinel_client
 from resilient_cache.adapters._tls import TlsProbe
@@ -153,7 +154,9 @@ class RedisAdapter(KeyCommands):
         """
         opts, kwargs = pool_settings(url, options)
         try:
-            pool = BlockingConnectionPool.from_url(url, retry=_NO_RETRY, **kwargs)
+            pool = BlockingConnectionPool.from_url(
+                url, retry=_NO_RETRY, **kwargs, **PLAIN_HANDSHAKE
+            )
         except (ValueError, TypeError) as exc:
             message = str(exc)
             for secret in (opts.password, urlsplit(url).password):

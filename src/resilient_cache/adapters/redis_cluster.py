@@ -57,6 +57,7 @@ from resilient_cache.adapters._commands import (
     went_away,
 )
 from resilient_cache.adapters._errors import MAX_MESSAGE, partial, to_error
+from resilient_cache.adapters._handshake import PLAIN_HANDSHAKE
 from resilient_cache.adapters.redis_options import (
     DEFAULT_OPERATION_TIMEOUT,
     RedisOptions,
@@ -205,6 +206,7 @@ class RedisClusterAdapter(KeyCommands):
             # calls for the uncovered slots (CONNECTION), not every call
             require_full_coverage=False,
             **kwargs,
+            **PLAIN_HANDSHAKE,
         )
         return cls(
             client,

@@ -5,7 +5,6 @@ Pure Python (no ``redis`` import): the adapter module turns these into a redis-p
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import logging
 import math
@@ -378,31 +377,6 @@ def _options(options: Mapping[str, Any]) -> RedisOptions:
     return RedisOptions(**options)
 
 
-def _plain_handshake() -> dict[str, Any]:
-    """What keeps redis-py's handshake to AUTH/HELLO, CLIENT SETNAME and SELECT.
-
-    No ``CLIENT SETINFO``: a least-privilege ACL refuses it (an ``ACL LOG`` entry for every
-    new connection on Redis 7.2+ and Valkey); the ``client_name`` option names connections.
-    No ``CLIENT MAINT_NOTIFICATIONS`` (redis-py 8, RESP3): Redis 6.2 logs it as refused too,
-    and the adapters drop push messages on an idle connection (``went_away``), so the
-    notifications it asks for would not be acted on. Both save a round trip per connection.
-    redis-py 8 takes ``driver_info=None``; older ones ``lib_name``/``lib_version=None``.
-    """
-    plain: dict[str, Any] = (
-        {"driver_info": None}
-        if importlib.util.find_spec("redis.driver_info") is not None
-        else {"lib_name": None, "lib_version": None}
-    )
-    if importlib.util.find_spec("redis.maint_notifications") is not None:
-        from redis.maint_notifications import MaintNotificationsConfig  # noqa: PLC0415
-
-        plain["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-    return plain
-
-
-_PLAIN_HANDSHAKE: Final = _plain_handshake()
-
-
 def _pool_kwargs(opts: RedisOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "max_connections": opts.max_connections,
@@ -412,7 +386,6 @@ def _pool_kwargs(opts: RedisOptions) -> dict[str, Any]:
         "socket_connect_timeout": opts.connect_timeout,
         "health_check_interval": opts.health_check_interval,
         "client_name": opts.client_name,
-        **_PLAIN_HANDSHAKE,
     }
     for name in ("username", "password", "db", "credential_provider"):
         if getattr(opts, name) is not None:

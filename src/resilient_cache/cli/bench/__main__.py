@@ -106,8 +106,13 @@ def _run_on_each_loop(url: str, plan: harness.Plan) -> harness.Outcome:
         outcome.notes.append("uvloop is not installed: no [uvloop] columns")
         return outcome
     print("benchmarks: the same rounds on uvloop", file=sys.stderr)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        harness.merge(outcome, runner.run(harness.run(url, plan, memory=False)), "uvloop")
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            other = runner.run(harness.run(url, plan, memory=False))
+    except Exception as exc:  # keep what asyncio's loop measured
+        outcome.notes.append(f"uvloop: the rounds failed ({type(exc).__name__}: {exc})")
+        return outcome
+    harness.merge(outcome, other, "uvloop")
     return outcome
 
 

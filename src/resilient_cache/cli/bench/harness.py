@@ -281,30 +281,35 @@ async def set_many(client: Client, keys: Keys, plan: Plan) -> Sample:
 
 class LoopWatch:
     """The longest the event loop went without running a task that asks for a turn every
-    millisecond: what a batch makes every other request of the process wait."""
+    millisecond: what a batch makes every other request of the process wait. A stall that
+    runs up to the end of the block counts too."""
 
     INTERVAL: Final = 0.001
 
     def __init__(self) -> None:
         self.longest = 0.0
+        self._last = 0.0
         self._task: asyncio.Task[None] | None = None
 
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._last - self.INTERVAL)
+        self._last = now
+
     async def _watch(self) -> None:
-        perf = time.perf_counter
-        last = perf()
         while True:
             await asyncio.sleep(self.INTERVAL)
-            now = perf()
-            self.longest = max(self.longest, now - last - self.INTERVAL)
-            last = now
+            self._tick()
 
     async def __aenter__(self) -> LoopWatch:
+        self._last = time.perf_counter()
         self._task = asyncio.create_task(self._watch())
         await asyncio.sleep(0)  # let it take its first time
         return self
 
     async def __aexit__(self, *_: object) -> None:
         assert self._task is not None
+        self._tick()  # the time since its last turn: the block may have ended in a stall
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -492,34 +497,51 @@ C_BENCHMARK: Final = "redis-benchmark"
 """The C client's row: Redis' own load generator, 50 connections, no pipelining."""
 
 
-async def c_benchmark(binary: str, url: str, plan: Plan, concurrency: int) -> Sample:
-    """GETs per second of ``redis-benchmark -c <concurrency> -t get -d 100`` (one process,
-    hiredis, no pipelining) against the same server, read from its CSV output."""
-    parts = urlsplit(url)
-    argv = [
-        binary, "-h", str(parts.hostname), "-p", str(parts.port), "-c", str(concurrency),
-        "-n", str(plan.c_benchmark_requests), "-d", str(len(VALUE)), "-t", "get", "--csv",
-    ]  # fmt: skip
+C_BENCHMARK_TIMEOUT: Final = 60.0
+"""A ``redis-benchmark`` run that takes longer is killed, and its column dropped."""
+
+
+async def _tool(argv: list[str]) -> str:
+    """Run ``argv``; its standard output. ``RuntimeError`` if it fails or takes too long."""
     process = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await process.communicate()
-    for row in csv.reader(out.decode(errors="replace").splitlines()):
+    try:
+        async with asyncio.timeout(C_BENCHMARK_TIMEOUT):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"{shlex.join(argv)} took over {C_BENCHMARK_TIMEOUT:.0f} s") from None
+    if process.returncode != 0:
+        said = err.decode(errors="replace").strip()[-300:]
+        raise RuntimeError(f"{shlex.join(argv)} exited with {process.returncode}: {said}")
+    return out.decode(errors="replace")
+
+
+def _c_benchmark_argv(binary: str, url: str, *args: str) -> list[str]:
+    parts = urlsplit(url)
+    return [binary, "-h", str(parts.hostname), "-p", str(parts.port), "-d", str(len(VALUE)),
+            *args]  # fmt: skip
+
+
+async def c_benchmark(binary: str, url: str, plan: Plan, concurrency: int) -> Sample:
+    """GETs per second of ``redis-benchmark -c <concurrency> -t get -d 100`` (one process,
+    hiredis, no pipelining) against the same server, read from its CSV output."""
+    requests = plan.c_benchmark_requests
+    argv = _c_benchmark_argv(
+        binary, url, "-c", str(concurrency), "-n", str(requests), "-t", "get", "--csv"
+    )
+    out = await _tool(argv)
+    for row in csv.reader(out.splitlines()):
         if row[:1] == ["GET"]:
-            return Sample(float(row[1]), plan.c_benchmark_requests, 0)
-    raise RuntimeError(f"{binary} gave no GET figure: {(err or out).decode()[-300:]!r}")
+            return Sample(float(row[1]), requests, 0)
+    raise RuntimeError(f"{shlex.join(argv)} gave no GET figure: {out[-300:]!r}")
 
 
 async def _c_benchmark_key(binary: str, url: str) -> None:
     """The key ``redis-benchmark -t get`` reads, written with a 100-byte value like ours."""
-    parts = urlsplit(url)
-    argv = [binary, "-h", str(parts.hostname), "-p", str(parts.port), "-c", "1", "-n", "1",
-            "-d", str(len(VALUE)), "-t", "set", "-q"]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    if await process.wait() != 0:
-        raise RuntimeError(f"{shlex.join(argv)} failed")
+    await _tool(_c_benchmark_argv(binary, url, "-c", "1", "-n", "1", "-t", "set", "-q"))
 
 
 def _log(message: str) -> None:
@@ -589,11 +611,14 @@ class _Run:
             "status": "ok",
             "reason": "",
         }
+        self.outcome.clients[C_BENCHMARK] = entry
         if self.c_benchmark is None:
             entry.update(status="n/a", reason=f"no {C_BENCHMARK} on PATH (Debian: redis-tools)")
         else:
-            await _c_benchmark_key(self.c_benchmark, self.url)
-        self.outcome.clients[C_BENCHMARK] = entry
+            try:
+                await _c_benchmark_key(self.c_benchmark, self.url)
+            except (RuntimeError, OSError) as exc:
+                self._drop_c_benchmark(str(exc))
         for client in self.clients:
             if isinstance(client, StackClient):
                 try:
@@ -631,8 +656,12 @@ class _Run:
                 if client in self.clients:  # not dropped earlier in this round
                     await self.cell(number, measure, client)
         if self.c_benchmark is not None:
-            sample = await c_benchmark(self.c_benchmark, self.url, self.plan, 50)
-            self.outcome.samples["get_x50"].setdefault(C_BENCHMARK, []).append(sample)
+            try:
+                sample = await c_benchmark(self.c_benchmark, self.url, self.plan, 50)
+            except (RuntimeError, OSError) as exc:
+                self._drop_c_benchmark(f"{exc} (round {number + 1})")
+            else:
+                self.outcome.samples["get_x50"].setdefault(C_BENCHMARK, []).append(sample)
         for name, stack in self.breakers.items():
             gc.collect()
             cost = await rejected_calls(stack, self.plan.breaker_calls, ErrorCode.CIRCUIT_OPEN)
@@ -640,6 +669,13 @@ class _Run:
         self.outcome.refused_us.append(
             await rejected_calls(self.refused, self.plan.refused_calls, ErrorCode.CONNECTION)
         )
+
+    def _drop_c_benchmark(self, reason: str) -> None:
+        """``redis-benchmark`` failed: no such column in this run (the others stand)."""
+        self.c_benchmark = None
+        self.outcome.clients[C_BENCHMARK].update(status="n/a", reason=f"failed: {reason}")
+        self.outcome.samples.get("get_x50", {}).pop(C_BENCHMARK, None)
+        self.outcome.notes.append(f"{C_BENCHMARK}: {reason}")
 
     async def memory(self) -> None:
         """The memory run, through every stack."""
