@@ -70,8 +70,9 @@ async def backing_caches(
 ) -> AsyncIterator[CacheFactory]:
     """Build caches of one backend, the ones a contract fixture (or a layer's, which wraps
     each) hands out: ``memory`` caches share one store, like one database; ``redis``,
-    ``redis-coalescing`` and ``redis-acl`` adapters share the session's redis-server,
-    emptied first (``redis-acl``: as a user with only the least-privilege ACL)."""
+    ``redis-coalescing``, ``redis-pipelining`` and ``redis-acl`` adapters share the session's
+    redis-server, emptied first (``redis-acl``: as a user with only the least-privilege
+    ACL)."""
     root = MemoryCache(clock=clock)
     adapters: list[RedisAdapter] = []
     url = ""
@@ -91,7 +92,11 @@ async def backing_caches(
                 return MemoryCache(namespace=namespace, clock=clock, limits=limits)
             return root if namespace is None else root.namespaced(namespace)
         adapter = RedisAdapter.from_url(
-            url, namespace=namespace, limits=limits, coalesce_reads=backend == "redis-coalescing"
+            url,
+            namespace=namespace,
+            limits=limits,
+            coalesce_reads=backend == "redis-coalescing",
+            pipeline_commands=backend == "redis-pipelining",
         )
         adapters.append(adapter)
         return adapter
@@ -103,7 +108,7 @@ async def backing_caches(
             await adapter.aclose()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-coalescing", "redis-acl"])
+@pytest.fixture(params=["memory", "redis", "redis-coalescing", "redis-pipelining", "redis-acl"])
 async def make_cache(
     request: pytest.FixtureRequest, clock: ManualClock
 ) -> AsyncIterator[CacheFactory]:

@@ -152,8 +152,10 @@ def build_backend(
     if credential_provider is not None:
         options["credential_provider"] = credential_provider
     if settings.topology == "cluster":
-        if not options.get("coalesce_reads"):
-            options.pop("coalesce_reads", None)
+        for standalone_only in ("coalesce_reads", "pipeline_commands"):
+            # refused by the cluster adapter when asked for; pipelining is on by default
+            if standalone_only not in settings.redis.model_fields_set:
+                options.pop(standalone_only, None)
         return RedisClusterAdapter.from_nodes(
             settings.cluster.nodes,
             namespace=settings.namespace,

@@ -173,6 +173,10 @@ class RedisSettings(BaseModel):
     coalesce_reads: bool = Field(
         _REDIS.coalesce_reads, description="batch concurrent gets into one MGET"
     )
+    pipeline_commands: bool = Field(
+        _REDIS.pipeline_commands,
+        description="send the commands of one event-loop iteration together on one connection",
+    )
 
     def options(self, *, deadline: float) -> dict[str, Any]:
         """Keyword options for :meth:`RedisAdapter.from_url`, bounded by the deadline."""

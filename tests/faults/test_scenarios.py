@@ -91,11 +91,11 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack_for(url: str, *, coalesce: bool = False) -> AsyncIterator[Stack]:
+async def stack_for(url: str, *, mode: str = "plain") -> AsyncIterator[Stack]:
+    """The default stack, its adapter ``plain``, ``coalescing`` reads or ``pipelining``."""
     clock = ManualClock()
-    settings = CacheSettings.model_validate(
-        {"redis_url": url, "redis": {"coalesce_reads": coalesce}}
-    )
+    redis = {"coalesce_reads": mode == "coalescing", "pipeline_commands": mode == "pipelining"}
+    settings = CacheSettings.model_validate({"redis_url": url, "redis": redis})
     cache = build_cache(settings, clock=clock, registry=CollectorRegistry())
     breaker = cache.find(CircuitBreakerLayer)
     adapter = cache.find(RedisAdapter)
@@ -112,12 +112,12 @@ async def stack_for(url: str, *, coalesce: bool = False) -> AsyncIterator[Stack]
     assert adapter.pool_stats().in_use == 0  # no connection leaked
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "coalescing"])
+@pytest.fixture(params=["plain", "coalescing", "pipelining"])
 async def stack(
     request: pytest.FixtureRequest, redis_proxy_url: str, redis_server: RedisServer
 ) -> AsyncIterator[Stack]:
     assert redis_server.command("FLUSHALL") == "+OK"
-    async with stack_for(redis_proxy_url, coalesce=request.param) as built:
+    async with stack_for(redis_proxy_url, mode=request.param) as built:
         assert await built.call("set", "k", "before") == Success(None)
         yield built
 

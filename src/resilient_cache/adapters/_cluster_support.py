@@ -101,8 +101,9 @@ def cluster_settings(url: str, options: Mapping[str, Any]) -> tuple[RedisOptions
             "not supported on a cluster: redis-py never queues for a connection; a node "
             "whose max_connections are all in use fails the call at once (CONNECTION)",
         )
-    if options.get("coalesce_reads"):
-        raise ConfigurationError("coalesce_reads", "not supported by RedisClusterAdapter")
+    for standalone_only in ("coalesce_reads", "pipeline_commands"):
+        if options.get(standalone_only):
+            raise ConfigurationError(standalone_only, "not supported by RedisClusterAdapter")
     scheme = split_url(url).scheme if isinstance(url, str) else ""
     if scheme == "unix":
         raise ConfigurationError("url", "Redis Cluster does not run on unix sockets")

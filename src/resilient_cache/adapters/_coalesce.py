@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from resilient_cache.domain.deadline import connection_state
+from resilient_cache.domain.defaults import BATCH_SLICE, BATCH_SLICE_BYTES
 from resilient_cache.domain.errors import CacheError, ErrorCode
 
 Fetch = Callable[[Sequence[bytes]], Awaitable[Sequence[Any] | CacheError]]
@@ -70,6 +73,129 @@ class ReadCoalescer:
                 waiter.set_result(replies if position == 0 else echo)
             return
         for waiter, reply in zip(waiters, replies, strict=True):
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    async def aclose(self) -> None:
+        """Cancel batches still in flight; their callers get a CONNECTION failure."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+Send = Callable[
+    [Callable[[], Sequence[tuple[Any, ...]]], bool], Awaitable[Sequence[Any] | CacheError]
+]
+"""Sends commands in one round trip (``True``: some are writes). It calls the function it is
+given once a connection is ready, for the commands to send then; it returns their replies
+in order (an error reply as its exception, in its place), or why the round trip failed."""
+
+
+class CommandPipeliner:
+    """Pipelines the single commands issued while others are in flight on one connection:
+    one write and one read for all of them instead of one each.
+
+    Unlike :class:`ReadCoalescer` nothing is merged: each command is sent as it is and gets
+    its own reply (an error reply stays that command's), so every command keeps its exact
+    semantics. A batch is sent from a task with a clean context (the adapter's
+    ``operation_timeout`` bounds it, not a caller's deadline); each caller waits on a future
+    of its own. A caller that gave up (its deadline, its cancellation) before its batch had
+    a connection is left out of it: as with a command of its own, nothing of it is sent
+    after the caller was told. A batch holds at most ``max_commands`` commands and about
+    ``max_bytes`` of arguments (the rest go in the next one, in order), so that packing it
+    takes turns with other tasks.
+    """
+
+    def __init__(
+        self, send: Send, *, max_commands: int = BATCH_SLICE, max_bytes: int = BATCH_SLICE_BYTES
+    ) -> None:
+        self._send_batch = send
+        self._max_commands = max_commands
+        self._max_bytes = max_bytes
+        self._commands: list[tuple[Any, ...]] = []
+        self._writes: list[bool] = []
+        self._waiters: list[asyncio.Future[Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        # each batch runs in a context of its own, whose connection_state its callers read
+        self._contexts: weakref.WeakKeyDictionary[asyncio.Future[Any], contextvars.Context] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def gathering(self) -> bool:
+        """Whether commands wait for this iteration's pipeline to leave."""
+        return bool(self._waiters)
+
+    async def call(self, command: tuple[Any, ...], *, write: bool) -> Any:
+        """The reply to ``command``: the value, the exception of an error reply, or the
+        :class:`CacheError` of the batch's round trip."""
+        loop = asyncio.get_running_loop()
+        if not self._waiters:
+            loop.call_soon(self._flush, context=contextvars.Context())
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._commands.append(command)
+        self._writes.append(write)
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # cut (its deadline, its caller): where its batch stood with its connection is
+            # where this call stood (queued for one, connecting, or holding it since when),
+            # for the circuit breaker to tell a saturated client from a slow Redis
+            context = self._contexts.get(waiter)
+            connection_state.set(context.get(connection_state) if context else None)
+            raise
+
+    def _flush(self) -> None:
+        commands, writes, waiters = self._commands, self._writes, self._waiters
+        self._commands, self._writes, self._waiters = [], [], []
+        loop = asyncio.get_running_loop()
+        start = 0
+        while start < len(commands):
+            end, size = start, 0
+            while end < len(commands) and end - start < self._max_commands:
+                size += sum(len(arg) for arg in commands[end] if isinstance(arg, bytes | str))
+                end += 1
+                if size >= self._max_bytes:
+                    break
+            context = contextvars.Context()
+            for waiter in waiters[start:end]:
+                self._contexts[waiter] = context
+            task = loop.create_task(
+                self._send(commands[start:end], any(writes[start:end]), waiters[start:end]),
+                context=context,
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            start = end
+
+    async def _send(
+        self, commands: list[tuple[Any, ...]], writes: bool, waiters: list[asyncio.Future[Any]]
+    ) -> None:
+        kept: list[asyncio.Future[Any]] = []
+
+        def still_wanted() -> list[tuple[Any, ...]]:
+            kept[:] = [waiter for waiter in waiters if not waiter.done()]
+            return [c for c, waiter in zip(commands, waiters, strict=True) if not waiter.done()]
+
+        if all(waiter.done() for waiter in waiters):  # every caller gave up already
+            return
+        try:
+            replies = await self._send_batch(still_wanted, writes)
+        except BaseException:  # closed while in flight: tell the callers, do not cancel them
+            closed = CacheError.of(ErrorCode.CONNECTION, "the cache was closed", operation="get")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(closed)
+            raise
+        if isinstance(replies, CacheError):
+            # one round trip failed, once: only one caller's error counts against a breaker
+            echo = replace(replies, trips_breaker=False)
+            waiting = [waiter for waiter in waiters if not waiter.done()]
+            for position, waiter in enumerate(waiting):
+                waiter.set_result(replies if position == 0 else echo)
+            return
+        for waiter, reply in zip(kept, replies, strict=True):
             if not waiter.done():
                 waiter.set_result(reply)
 

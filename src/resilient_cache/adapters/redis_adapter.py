@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -34,7 +34,7 @@ from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from resilient_cache.adapters._coalesce import ReadCoalescer
+from resilient_cache.adapters._coalesce import CommandPipeliner, ReadCoalescer
 from resilient_cache.adapters._commands import (
     SCAN_COUNT,
     KeyCommands,
@@ -80,6 +80,8 @@ class RedisAdapter(KeyCommands):
         namespace: prefix every key with ``"<namespace>:"``, invisibly to callers.
         limits: key and value size limits (see :class:`~resilient_cache.Limits`).
         operation_timeout: bound on a whole call, in seconds (default 0.5).
+        coalesce_reads: see :class:`~resilient_cache.RedisOptions` (default ``False``).
+        pipeline_commands: see :class:`~resilient_cache.RedisOptions` (default ``True``).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class RedisAdapter(KeyCommands):
         limits: Limits | None = None,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         coalesce_reads: bool = False,
+        pipeline_commands: bool = True,
     ) -> None:
         self._init_keys(namespace, f"{namespace}:", limits, operation_timeout)
         settings: ConnectionPool = client.connection_pool
@@ -113,6 +116,7 @@ class RedisAdapter(KeyCommands):
             client_certificate=bool(kwargs.get("ssl_certfile")),
         )  # fmt: skip
         self._coalescer = ReadCoalescer(self._fetch_many) if coalesce_reads else None
+        self._pipeliner = CommandPipeliner(self._send_batch) if pipeline_commands else None
         self._secrets: tuple[str, ...] = tuple(filter(None, [kwargs.get("password")]))
         where = (
             kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
@@ -169,6 +173,7 @@ class RedisAdapter(KeyCommands):
             limits=limits,
             operation_timeout=opts.operation_timeout,
             coalesce_reads=opts.coalesce_reads,
+            pipeline_commands=opts.pipeline_commands,
         )
 
     @classmethod
@@ -218,6 +223,7 @@ class RedisAdapter(KeyCommands):
             limits=limits,
             operation_timeout=opts.operation_timeout,
             coalesce_reads=opts.coalesce_reads,
+            pipeline_commands=opts.pipeline_commands,
         )
         if sentinel_password:
             adapter._secrets += (sentinel_password,)
@@ -236,6 +242,8 @@ class RedisAdapter(KeyCommands):
         self._probe.cancel()
         if self._coalescer is not None:
             await self._coalescer.aclose()
+        if self._pipeliner is not None:
+            await self._pipeliner.aclose()
         for conn in self._pool.close():
             await conn.disconnect()
         if self._sentinel is not None:
@@ -252,13 +260,16 @@ class RedisAdapter(KeyCommands):
         self,
         operation: str,
         key: str | None,
-        commands: Sequence[tuple[Any, ...]],
+        commands: Sequence[tuple[Any, ...]] | Callable[[], Sequence[tuple[Any, ...]]],
         *,
         write: bool = False,
         single: bool = False,
         errors_in_place: bool = False,
     ) -> Any:
         """Send ``commands`` in one round trip and return their replies, or the error.
+
+        ``commands`` may be a function, called once a connection is ready: the commands to
+        send at that moment (none: nothing is sent, the replies are ``[]``).
 
         An error reply to one of several pipelined commands does not stop the others from
         being read (the connection stays in step); the first one becomes the error.
@@ -280,19 +291,12 @@ class RedisAdapter(KeyCommands):
                 fresh = True  # until _ready says the connection was already up
                 fresh = await self._ready(conn)
                 connection_state.set(loop.time())
+                if callable(commands):  # a pipeline's: what its callers still wait for, now
+                    commands = commands()
+                    if not commands:
+                        return []
                 sent = True
-                if len(commands) == 1:
-                    await conn.send_command(*commands[0])
-                else:
-                    await conn.send_packed_command(conn.pack_commands(commands))
-                replies: list[Any] = []
-                first_error: rx.ResponseError | None = None
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response())
-                    except rx.ResponseError as exc:
-                        first_error = first_error or exc
-                        replies.append(exc)
+                replies, first_error = await _exchange(conn, commands)
                 if fresh:
                     self._probe.forget()  # the port answers as Redis: no old verdict applies
                 check_not_swallowed(before)
@@ -413,8 +417,42 @@ class RedisAdapter(KeyCommands):
     def _call(
         self, operation: str, key: str | None, *command: Any, write: bool = False
     ) -> Coroutine[Any, Any, Any]:
-        """Run one command; its coroutine returns the reply or a :class:`CacheError`."""
+        """Run one command; its coroutine returns the reply or a :class:`CacheError`.
+
+        With ``pipeline_commands``, a command issued while another is in flight joins the
+        next pipeline; a command alone goes at once (no wait for the loop's next turn).
+        """
+        pipeliner = self._pipeliner
+        if pipeliner is not None and (self._pool.in_use or pipeliner.gathering):
+            return self._pipelined(pipeliner, operation, key, command, write)
         return self._round_trip(operation, key, (command,), write=write, single=True)
+
+    async def _pipelined(
+        self,
+        pipeliner: CommandPipeliner,
+        operation: str,
+        key: str | None,
+        command: tuple[Any, ...],
+        write: bool,
+    ) -> Any:
+        """:meth:`_call` through the pipeliner: the command's reply, or its own error."""
+        reply = await pipeliner.call(command, write=write)
+        if isinstance(reply, CacheError):  # the batch's round trip failed: told as this call's
+            error = CacheError.of(
+                reply.code, reply.message, operation=operation, key=key,
+                details=reply.details, maybe_applied=reply.maybe_applied and write,
+                cause=reply.cause,
+            )  # fmt: skip
+            return replace(error, trips_breaker=error.trips_breaker and reply.trips_breaker)
+        if isinstance(reply, Exception):  # an error reply to this command: not applied
+            return self._failed(operation, key, reply, None, maybe_applied=False)
+        return reply
+
+    def _send_batch(
+        self, commands: Callable[[], Sequence[tuple[Any, ...]]], writes: bool
+    ) -> Coroutine[Any, Any, Any]:
+        """One round trip for the commands the pipeliner gathered, errors in place."""
+        return self._round_trip("pipeline", None, commands, write=writes, errors_in_place=True)
 
     def _error(
         self, operation: str, key: str | None, exc: BaseException, *, maybe_applied: bool
@@ -526,6 +564,26 @@ class RedisAdapter(KeyCommands):
         if failed is not None:
             return Failure(self._error("set_many", None, failed, maybe_applied=False))
         return Success(None)
+
+
+async def _exchange(
+    conn: Any, commands: Sequence[tuple[Any, ...]]
+) -> tuple[list[Any], rx.ResponseError | None]:
+    """Write ``commands`` on ``conn`` at once and read their replies, in order: an error
+    reply stays in its place (the connection stays in step); also the first of them."""
+    if len(commands) == 1:
+        await conn.send_command(*commands[0])
+    else:
+        await conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    first_error: rx.ResponseError | None = None
+    for _ in commands:
+        try:
+            replies.append(await conn.read_response())
+        except rx.ResponseError as exc:
+            first_error = first_error or exc
+            replies.append(exc)
+    return replies, first_error
 
 
 def _spoils(exc: Exception) -> bool:

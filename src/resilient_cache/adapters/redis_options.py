@@ -94,6 +94,11 @@ class RedisOptions:
             concurrency; each caller keeps its own answer and deadline. One difference:
             a key holding another type (a list...) reads as missing, as MGET says, instead
             of WRONG_TYPE.
+        pipeline_commands: send the single commands (``get``, ``set``, ``delete``,
+            ``increment``, scripts...) issued while others are in flight together, on one
+            connection, each with its own reply (default ``True``). A command alone goes at
+            once. Under concurrency, one write and one read for many commands; the same
+            semantics for every command. Standalone and Sentinel (not a cluster).
     """
 
     socket_timeout: float | None = None
@@ -117,6 +122,7 @@ class RedisOptions:
     ssl_min_version: str = "TLSv1.2"
     allow_insecure_tls: bool = False
     coalesce_reads: bool = False
+    pipeline_commands: bool = True
 
     def __post_init__(self) -> None:
         for name in ("socket_timeout", "connect_timeout", "operation_timeout", "pool_timeout"):

@@ -38,6 +38,7 @@ POOL_SIZE = 50
 """Connections per client: the adapter's default, given to every other client too."""
 
 COALESCE_SETTING = "coalesce_reads"
+PIPELINE_SETTING = "pipeline_commands"
 
 
 class Client(ABC):
@@ -194,19 +195,23 @@ class AiocacheClient(Client):
 # -- how each one is built ---------------------------------------------------------------
 
 
-def stack_settings(url: str, *, coalesce: bool = False) -> CacheSettings:
-    """The default settings of ``build_cache``, optionally with read coalescing on."""
-    if not coalesce:
-        return CacheSettings(redis_url=url)
-    return CacheSettings(
-        redis_url=url, redis=RedisSettings.model_validate({COALESCE_SETTING: True})
-    )
+def stack_settings(url: str, *, coalesce: bool = False, pipeline: bool = True) -> CacheSettings:
+    """The default settings of ``build_cache``, optionally with read coalescing on or
+    command pipelining off."""
+    redis: dict[str, bool] = {}
+    if coalesce:
+        redis[COALESCE_SETTING] = True
+    if not pipeline:
+        redis[PIPELINE_SETTING] = False
+    return CacheSettings(redis_url=url, redis=RedisSettings.model_validate(redis))
 
 
-def build_stack(url: str, *, coalesce: bool = False, **kwargs: Any) -> Layer:
+def build_stack(url: str, *, coalesce: bool = False, pipeline: bool = True, **kwargs: Any) -> Layer:
     """The whole default stack, its metrics in a private registry."""
     return build_cache(
-        stack_settings(url, coalesce=coalesce), registry=CollectorRegistry(), **kwargs
+        stack_settings(url, coalesce=coalesce, pipeline=pipeline),
+        registry=CollectorRegistry(),
+        **kwargs,
     )
 
 
@@ -234,6 +239,10 @@ async def _adapter(url: str) -> Client:
 
 async def _stack(url: str) -> Client:
     return StackClient("stack", lambda: build_stack(url))
+
+
+async def _stack_unpipelined(url: str) -> Client:
+    return StackClient("stack unpipelined", lambda: build_stack(url, pipeline=False))
 
 
 async def _stack_coalesce(url: str) -> Client:
@@ -312,6 +321,16 @@ CONTENDERS: tuple[Contender, ...] = (
         "build_cache(CacheSettings(redis_url=url)): metrics, tracing (no OpenTelemetry SDK), "
         "logging, retry, circuit breaker, adapter",
         _stack,
+    ),
+    Contender(
+        "stack unpipelined",
+        f"the same stack with redis={{{PIPELINE_SETTING!r}: False}}: one command per round trip",
+        _stack_unpipelined,
+        lambda: (
+            None
+            if PIPELINE_SETTING in RedisSettings.model_fields
+            else f"RedisSettings has no {PIPELINE_SETTING!r} setting in this version"
+        ),
     ),
     Contender(
         "stack+coalesce",

@@ -493,6 +493,9 @@ class Outcome:
     event_loop: str = ""
 
 
+MEMORY_RUNS: Final = ("stack", "stack+coalesce")
+"""The clients whose memory is traced over many gets."""
+
 C_BENCHMARK: Final = "redis-benchmark"
 """The C client's row: Redis' own load generator, 50 connections, no pipelining."""
 
@@ -680,7 +683,7 @@ class _Run:
     async def memory(self) -> None:
         """The memory run, through every stack."""
         for client in self.clients:
-            if isinstance(client, StackClient):
+            if isinstance(client, StackClient) and client.name in MEMORY_RUNS:
                 _log(f"  memory: {self.plan.memory_gets:,} gets through {client.name}...")
                 result = await memory(client, self.keys[client.name], self.plan)
                 self.outcome.memory[client.name] = result

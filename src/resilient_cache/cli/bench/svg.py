@@ -19,6 +19,7 @@ COLOURS: Final = {
     "redis-py blocking": "#8c8c8c",
     "adapter": "#1f77b4",
     "stack": "#d62728",
+    "stack unpipelined": "#e377c2",
     "stack+coalesce": "#9467bd",
     "cashews": "#2ca02c",
     "aiocache": "#ff7f0e",
