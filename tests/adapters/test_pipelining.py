@@ -6,14 +6,17 @@ adapter, ``redis-pipelining``; the fault scenarios too.)"""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from resilient_cache import ErrorCode, Failure, RedisAdapter, Success
-from resilient_cache.adapters._coalesce import CommandPipeliner
+from resilient_cache import CacheError, ErrorCode, Failure, RedisAdapter, Success
+from resilient_cache.adapters._coalesce import CommandPipeliner, PartialReplies
+from resilient_cache.domain.deadline import QUEUED, connection_state
 from resilient_cache.testing import free_port
 from tests.adapters.test_redis_adapter import block_server
 from tests.servers import RedisServer
@@ -167,3 +170,90 @@ async def test_a_big_pipeline_leaves_in_slices_that_take_turns() -> None:
     assert [[c[1] for c in batch] for batch in batches] == [
         ["s0", "s1", "s2", "s3"], ["s4", "s5", "b0", "b1"], ["b2", "b3", "b4"]
     ]  # fmt: skip
+
+
+# -- the pipeliner alone, over a send of its own (no server) ----------------------------
+
+
+async def test_a_round_trip_that_fails_part_way_gives_each_caller_what_was_read() -> None:
+    failed = CacheError.of(ErrorCode.TIMEOUT, "cut", operation="pipeline", maybe_applied=True)
+
+    async def send(commands: Any, writes: bool) -> PartialReplies:
+        sent = commands()
+        return PartialReplies([f"ok {sent[0][1]}"], failed)
+
+    pipeliner = CommandPipeliner(send)
+    replies = await asyncio.gather(
+        *(pipeliner.call(("SET", f"k{i}", b"v"), write=True) for i in range(3))
+    )
+    assert replies[0] == "ok k0"  # its reply was read: it is not told TIMEOUT
+    assert replies[1:] == [failed, replace(failed, trips_breaker=False)]  # counted once
+
+
+async def test_closing_lets_a_batch_in_flight_finish() -> None:
+    """Cancelling a batch that was sent would tell its callers that their writes were not
+    applied (and a retry would apply an increment twice)."""
+    release = asyncio.Event()
+
+    async def send(commands: Any, writes: bool) -> list[Any]:
+        sent = commands()  # on the wire from here
+        await release.wait()
+        return [1 for _ in sent]
+
+    pipeliner = CommandPipeliner(send)
+    calls = asyncio.gather(*(pipeliner.call(("INCRBY", "n", 1), write=True) for _ in range(2)))
+    await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(pipeliner.aclose())
+    await asyncio.sleep(0.01)
+    assert not closing.done()  # it waits for the batch...
+    release.set()
+    await closing
+    assert await calls == [1, 1]  # ...whose callers get their replies
+
+
+async def test_a_caller_cut_before_its_batch_has_a_connection_reads_as_queued() -> None:
+    """For the breaker: a call cut while its pipeline waited for a connection says nothing
+    about Redis; and a batch nobody waits for any more leaves the queue."""
+    started, abandoned = asyncio.Event(), asyncio.Event()
+
+    async def send(commands: Any, writes: bool) -> list[Any]:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # queued for a connection, forever
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        return []
+
+    pipeliner = CommandPipeliner(send)
+    seen: list[Any] = []
+
+    async def caller() -> None:
+        connection_state.set(None)  # as the breaker leaves it before the call
+        try:
+            await pipeliner.call(("SET", "k", b"v"), write=True)
+        finally:
+            seen.append(connection_state.get())
+
+    task = asyncio.ensure_future(caller())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [QUEUED]
+    await asyncio.wait_for(abandoned.wait(), 1)
+
+
+async def test_nothing_of_a_finished_call_is_kept() -> None:
+    """Found by the fault campaign (the leak invariant, seed 20261221): batches were kept
+    alive by a map from each caller's future to its batch, which holds those futures."""
+
+    async def send(commands: Any, writes: bool) -> list[Any]:
+        return [b"v" * 1000 for _ in commands()]
+
+    pipeliner = CommandPipeliner(send)
+    for _ in range(20):
+        await asyncio.gather(*(pipeliner.call(("GET", f"k{i}"), write=False) for i in range(50)))
+    await pipeliner.aclose()
+    gc.collect()
+    assert [o for o in gc.get_objects() if type(o).__name__ == "_Batch"] == []

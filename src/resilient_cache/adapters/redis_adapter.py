@@ -34,7 +34,7 @@ from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from resilient_cache.adapters._coalesce import CommandPipeliner, ReadCoalescer
+from resilient_cache.adapters._coalesce import CommandPipeliner, PartialReplies, ReadCoalescer
 from resilient_cache.adapters._commands import (
     SCAN_COUNT,
     KeyCommands,
@@ -278,7 +278,8 @@ class RedisAdapter(KeyCommands):
         instead of becoming the call's error.
         """
         conn: Any = None
-        sent = fresh = False
+        sent = fresh = pipeline = False
+        replies: list[Any] = []  # as they are read: a pipeline's callers get theirs
         loop = asyncio.get_running_loop()
         bound, outer, expiry = self._deadline(loop)
         before = cancellations()
@@ -292,11 +293,19 @@ class RedisAdapter(KeyCommands):
                 fresh = await self._ready(conn)
                 connection_state.set(loop.time())
                 if callable(commands):  # a pipeline's: what its callers still wait for, now
+                    # a PING due on an idle connection first: nothing may await between
+                    # choosing the commands and handing them to the socket
+                    await conn.check_health()
                     commands = commands()
                     if not commands:
                         return []
+                    pipeline = True
                 sent = True
-                replies, first_error = await _exchange(conn, commands)
+                first_error = await _exchange(conn, commands, replies, check_health=not pipeline)
+                if errors_in_place and any(
+                    isinstance(reply, Exception) and _spoils(reply) for reply in replies
+                ):
+                    self._spoilt.add(conn)  # a Protocol error: Redis closes it
                 if fresh:
                     self._probe.forget()  # the port answers as Redis: no old verdict applies
                 check_not_swallowed(before)
@@ -314,14 +323,16 @@ class RedisAdapter(KeyCommands):
             error = self._failed(operation, key, exc, conn, maybe_applied=sent and write)
             left = min(bound, outer if outer is not None else bound) - loop.time()
             try:
-                return await self._explain(
+                error = await self._explain(
                     error, exc, had_connection=conn is not None, fresh=fresh, sent=sent,
                     seconds_left=left,
                 )  # fmt: skip
             except asyncio.CancelledError:
                 if expiry is None or not expiry.cut():
                     raise  # the caller's own cancellation (or its deadline's)
-                return error  # our deadline, during the diagnosis: the error as it was
+                # our deadline, during the diagnosis: the error as it was
+            # a pipeline that failed part way: the replies read are their callers'
+            return PartialReplies(replies, error) if pipeline and replies else error
         finally:
             if expiry is not None:
                 expiry.finish()
@@ -567,15 +578,15 @@ class RedisAdapter(KeyCommands):
 
 
 async def _exchange(
-    conn: Any, commands: Sequence[tuple[Any, ...]]
-) -> tuple[list[Any], rx.ResponseError | None]:
-    """Write ``commands`` on ``conn`` at once and read their replies, in order: an error
-    reply stays in its place (the connection stays in step); also the first of them."""
+    conn: Any, commands: Sequence[tuple[Any, ...]], replies: list[Any], *, check_health: bool
+) -> rx.ResponseError | None:
+    """Write ``commands`` on ``conn`` at once and read their replies into ``replies``, in
+    order (those read stay there if a later one fails): an error reply stays in its place
+    (the connection stays in step). Returns the first error reply, if any."""
     if len(commands) == 1:
-        await conn.send_command(*commands[0])
+        await conn.send_command(*commands[0], check_health=check_health)
     else:
-        await conn.send_packed_command(conn.pack_commands(commands))
-    replies: list[Any] = []
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=check_health)
     first_error: rx.ResponseError | None = None
     for _ in commands:
         try:
@@ -583,7 +594,7 @@ async def _exchange(
         except rx.ResponseError as exc:
             first_error = first_error or exc
             replies.append(exc)
-    return replies, first_error
+    return first_error
 
 
 def _spoils(exc: Exception) -> bool:
