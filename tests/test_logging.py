@@ -105,3 +105,25 @@ print("done")
     done = python_run(code)
     assert done.stdout == "done\n"
     assert "plaintext" in done.stderr and done.stderr.startswith("resilient-cache: warning: ")
+
+
+def test_structlog_configured_after_the_cache_was_built_takes_effect_at_once() -> None:
+    """The library's logger is made at import; it follows the configuration at each event,
+    also one the application makes after its first calls (caching what it allows)."""
+    done = python_run(f"""
+import asyncio
+import structlog
+from resilient_cache import CacheSettings, build_cache
+async def main():
+    cache = build_cache(CacheSettings(redis_url="redis://127.0.0.1:{free_port()}/0"))
+    assert (await cache.get("before")).is_failure()
+    structlog.configure(processors=[structlog.processors.JSONRenderer()],
+                        cache_logger_on_first_use=True)
+    for _ in range(8):
+        assert (await cache.get("after")).is_failure()
+    await cache.aclose()
+asyncio.run(main())
+""")
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert "resilient_cache.circuit_opened" in {event["event"] for event in events}, done
+    assert done.stderr == ""

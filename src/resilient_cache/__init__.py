@@ -88,7 +88,7 @@ if not _typing.TYPE_CHECKING:  # for type checkers the imports above are the tru
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *_LAZY})  # not __all__: a name must exist to be listed
 
 
 __all__ = [

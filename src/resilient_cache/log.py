@@ -82,22 +82,20 @@ def structlog_configured() -> bool:
     )
 
 
+_STRUCTLOG: Final = structlog.get_logger(LOGGER_NAME)
+"""One lazy proxy, made once: it follows the configuration at each use, and caches what the
+application's ``cache_logger_on_first_use`` allows (a proxy made per event never would)."""
+
+
 class LibraryLogger:
     """The library's logger: structlog's when the application configured structlog, else
     the standard library's ``resilient_cache`` logger (see the module's documentation)."""
 
-    __slots__ = ("_context",)
+    __slots__ = ()
 
-    def __init__(self, context: dict[str, Any] | None = None) -> None:
-        self._context = context or {}
-
-    def bind(self, **values: Any) -> LibraryLogger:
-        """A logger whose events all carry ``values``."""
-        return LibraryLogger({**self._context, **values})
-
-    def _target(self) -> Any:
-        logger = structlog.get_logger(LOGGER_NAME) if structlog_configured() else _STDLIB
-        return logger.bind(**self._context) if self._context else logger
+    @staticmethod
+    def _target() -> Any:
+        return _STRUCTLOG if structlog_configured() else _STDLIB
 
     def debug(self, event: str, *args: Any, **values: Any) -> None:
         self._target().debug(event, *args, **values)

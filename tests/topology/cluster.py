@@ -10,6 +10,7 @@ from typing import Final
 import pytest
 from redis.crc import key_slot
 
+from resilient_cache.adapters._commands import info_fields
 from resilient_cache.testing import LOOPBACK, RedisServer, Started, free_port, server_version
 from tests.servers import require_binary
 from tests.topology.common import (
@@ -19,7 +20,6 @@ from tests.topology.common import (
     MAX_PORT,
     Address,
     TopologyError,
-    info_fields,
     port_is_free,
     query,
     tail,

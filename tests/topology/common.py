@@ -64,16 +64,6 @@ def try_query(port: int, *args: str, timeout: float = 1.0) -> Any | None:
         return None
 
 
-def info_fields(text: str | None) -> dict[str, str]:
-    """``INFO`` / ``CLUSTER INFO`` text as a dict."""
-    fields: dict[str, str] = {}
-    for line in (text or "").splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
 def pairs(reply: Any) -> dict[str, str]:
     """A ``SENTINEL MASTER``-like reply as a dict: a map (RESP3, redis-py 8's default) or a
     flat ``[k1, v1, k2, v2...]`` array (RESP2)."""

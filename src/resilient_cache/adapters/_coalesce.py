@@ -59,21 +59,12 @@ class ReadCoalescer:
             replies = await self._fetch(keys)
         except BaseException:  # closed while in flight: tell the callers, do not cancel them
             closed = CacheError.of(ErrorCode.CONNECTION, "the cache was closed", operation="get")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(closed)
+            _answer(waiters, [], closed)
             raise
         if isinstance(replies, CacheError):
-            # One round trip failed, once: only one caller's error counts against a circuit
-            # breaker; the others carry the same news without counting it again.
-            echo = replace(replies, trips_breaker=False)
-            waiting = [waiter for waiter in waiters if not waiter.done()]
-            for position, waiter in enumerate(waiting):
-                waiter.set_result(replies if position == 0 else echo)
-            return
-        for waiter, reply in zip(waiters, replies, strict=True):
-            if not waiter.done():
-                waiter.set_result(reply)
+            _answer(waiters, [], replies)
+        else:
+            _answer(waiters, list(replies), None)
 
     async def aclose(self) -> None:
         """Cancel batches still in flight; their callers get a CONNECTION failure."""
@@ -226,12 +217,12 @@ class CommandPipeliner:
                 operation="pipeline",
                 maybe_applied=batch.taken and batch.writes,
             )
-            _answer([waiter for waiter in waiters if not waiter.done()], [], stopped)
+            _answer(waiters, [], stopped)
             raise
         if isinstance(replies, PartialReplies):
             _answer(kept, replies.replies, replies.error)
         elif isinstance(replies, CacheError):
-            _answer(kept if batch.taken else [w for w in waiters if not w.done()], [], replies)
+            _answer(kept if batch.taken else waiters, [], replies)
         else:
             _answer(kept, list(replies), None)
 
@@ -246,7 +237,8 @@ def _answer(
     waiters: list[asyncio.Future[Any]], replies: list[Any], error: CacheError | None
 ) -> None:
     """The replies to the first waiters, in order; ``error`` to the others, counted once by
-    a circuit breaker (one round trip failed once)."""
+    a circuit breaker (one round trip failed once). A waiter already done (its caller gave
+    up) is passed over."""
     for waiter, reply in zip(waiters, replies, strict=False):
         if not waiter.done():
             waiter.set_result(reply)

@@ -302,8 +302,10 @@ class RedisAdapter(KeyCommands):
                     pipeline = True
                 sent = True
                 first_error = await _exchange(conn, commands, replies, check_health=not pipeline)
-                if errors_in_place and any(
-                    isinstance(reply, Exception) and _spoils(reply) for reply in replies
+                if (
+                    first_error is not None
+                    and errors_in_place
+                    and any(isinstance(reply, Exception) and _spoils(reply) for reply in replies)
                 ):
                     self._spoilt.add(conn)  # a Protocol error: Redis closes it
                 if fresh:

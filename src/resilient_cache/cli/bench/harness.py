@@ -315,24 +315,25 @@ class LoopWatch:
             await self._task
 
 
-async def big_get_many(client: Client, keys: Keys, plan: Plan) -> Sample:
-    """One coroutine reading ``big_keys`` existing keys per call, the loop watched."""
+async def _watched(call: Callable[[int], Awaitable[bool]], count: int) -> Sample:
+    """:func:`_batches`, with the longest event-loop stall during them."""
     async with LoopWatch() as watch:
-        sample = await _batches(
-            lambda _: _all_found(client.get_many(keys.big_batch), plan.big_keys), plan.big_calls
-        )
+        sample = await _batches(call, count)
     return replace(sample, stall_us=watch.longest * 1e6)
 
 
-async def _all_found(found: Awaitable[int], wanted: int) -> bool:
-    return await found == wanted
+async def big_get_many(client: Client, keys: Keys, plan: Plan) -> Sample:
+    """One coroutine reading ``big_keys`` existing keys per call, the loop watched."""
+
+    async def call(_: int) -> bool:
+        return await client.get_many(keys.big_batch) == plan.big_keys
+
+    return await _watched(call, plan.big_calls)
 
 
 async def big_set_many(client: Client, keys: Keys, plan: Plan) -> Sample:
     """One coroutine writing ``big_values`` values of ``big_value_bytes`` per call, watched."""
-    async with LoopWatch() as watch:
-        sample = await _batches(lambda _: client.set_many(keys.big_mapping), plan.big_calls)
-    return replace(sample, stall_us=watch.longest * 1e6)
+    return await _watched(lambda _: client.set_many(keys.big_mapping), plan.big_calls)
 
 
 def _coroutines(count: int) -> str:
